@@ -1,0 +1,1 @@
+//! mtnode benchmark support: nothing shared yet.

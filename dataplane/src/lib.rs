@@ -1,0 +1,10 @@
+//! mtnode's packet core: zero-copy wire views ([`wire`]), the IOAM roles ([`ioam`]), the
+//! per-batch packet graph ([`pipeline`]) and the I/O backends that feed it ([`io`]).
+//!
+//! Nothing outside [`io`] opens a socket, reads a clock or allocates per packet: the caller passes
+//! `now` and the batch. Unsafe code may only ever appear in `io` backends.
+
+pub mod io;
+pub mod ioam;
+pub mod pipeline;
+pub mod wire;

@@ -228,7 +228,10 @@ mod tests {
 
     #[test]
     fn emit() {
-        let r = EthernetRepr { vlan_tci: None, ..repr() };
+        let r = EthernetRepr {
+            vlan_tci: None,
+            ..repr()
+        };
         let mut buf = [0u8; 14];
         r.emit(&mut buf);
         assert_eq!(&buf[12..14], &[0x86, 0xdd]);

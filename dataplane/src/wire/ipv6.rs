@@ -5,7 +5,6 @@ use super::{be16, be32, put16, put32, Error, Layer, Result};
 
 mod field {
     use core::ops::Range;
-    pub const VER_TC_FLOW: Range<usize> = 0..4;
     pub const PAYLOAD_LEN: usize = 4;
     pub const NEXT_HEADER: usize = 6;
     pub const HOP_LIMIT: usize = 7;

@@ -101,6 +101,10 @@ impl<T: AsRef<[u8]>> IoamTrace<T> {
         Ok(t)
     }
 
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
     pub fn namespace_id(&self) -> u16 {
         be16(self.buffer.as_ref(), 0)
     }

@@ -1,0 +1,376 @@
+//! Bad input on the stable toolchain: every packet of every fixture pcap, mutated at random
+//! (flipped and overwritten bytes, truncation, extension, length and type fields set to edge
+//! values), through every wire view, the IOAM trace code and whole pipelines. The checks are
+//! the fuzz targets' own (`fuzz/src/lib.rs`), so this file and `cargo fuzz` hold the code to
+//! the same promises; the fuzzers go deeper, this runs in seconds on every `cargo test`.
+//!
+//! Each property runs a fixed number of cases from a fixed seed, so a failure is reproducible
+//! and the verdict does not flake between runs; set `PROPTEST_RNG_SEED` (and
+//! `PROPTEST_CASES`) to explore further.
+
+#[path = "../../fuzz/src/lib.rs"]
+#[allow(dead_code)] // what only the fuzz targets call
+mod harness;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use mtnode_dataplane::ioam::Role;
+use mtnode_dataplane::pipeline::Forwarding;
+use mtnode_dataplane::wire::{EtherType, EthernetFrame, Ipv6Packet};
+use pcap_file::pcap::PcapReader;
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::{Config, RngSeed};
+
+/// Every fixture file, by name, with its packets in capture order.
+fn fixtures() -> &'static [(String, Vec<Vec<u8>>)] {
+    static FIXTURES: OnceLock<Vec<(String, Vec<Vec<u8>>)>> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-fixtures");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 9, "fixtures missing from {}", dir.display());
+        names
+            .into_iter()
+            .map(|path| {
+                let mut r = PcapReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+                let mut packets = Vec::new();
+                while let Some(p) = r.next_packet() {
+                    packets.push(p.unwrap().data.into_owned());
+                }
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, packets)
+            })
+            .collect()
+    })
+}
+
+/// All fixture packets in one list, for picking at random.
+fn packets() -> &'static [Vec<u8>] {
+    static ALL: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    ALL.get_or_init(|| fixtures().iter().flat_map(|(_, p)| p.clone()).collect())
+}
+
+fn config(cases: u32) -> Config {
+    let base = Config::with_cases(cases);
+    Config {
+        // The seed `PROPTEST_RNG_SEED` sets wins; without it, a fixed one.
+        rng_seed: match base.rng_seed {
+            RngSeed::Random => RngSeed::Fixed(0x6d74_6e6f_6465),
+            seed => seed,
+        },
+        // Regressions are written down as tests below, not in files beside this one.
+        failure_persistence: None,
+        ..base
+    }
+}
+
+/// Offsets and widths (1 or 2 octets) of the fields that say how long or what the next thing
+/// is, found by a walk that trusts nothing: Ethernet and VLAN types, the IPv4 IHL and Total
+/// Length, the IPv6 Payload Length and Next Header, each options header's Next Header and Hdr
+/// Ext Len, each option's type and length, the IOAM type, NodeLen, RemainingLen and trace
+/// type, and the UDP Length.
+fn fields(b: &[u8]) -> Vec<(usize, u8)> {
+    let mut f = vec![(12, 2)];
+    let mut l3 = 14;
+    if b.get(12..14) == Some(&[0x81, 0x00]) {
+        f.push((16, 2));
+        l3 = 18;
+    }
+    let ethertype = b.get(l3 - 2..l3).map(|t| u16::from_be_bytes([t[0], t[1]]));
+    match ethertype {
+        Some(0x0800) => {
+            f.extend([(l3, 1), (l3 + 2, 2)]);
+            if let Some(&v) = b.get(l3) {
+                f.push((l3 + (v as usize & 0x0f) * 4 + 4, 2));
+            }
+        }
+        Some(0x86dd) => {
+            f.extend([(l3 + 4, 2), (l3 + 6, 1), (l3 + 7, 1)]);
+            let mut nh = b.get(l3 + 6).copied();
+            let mut at = l3 + 40;
+            for _ in 0..4 {
+                match nh {
+                    Some(0 | 60) => {
+                        let (Some(&next), Some(&len)) = (b.get(at), b.get(at + 1)) else {
+                            break;
+                        };
+                        f.extend([(at, 1), (at + 1, 1)]);
+                        let end = (at + (len as usize + 1) * 8).min(b.len());
+                        let mut o = at + 2;
+                        while o < end {
+                            f.push((o, 1));
+                            if b[o] == 0 {
+                                o += 1;
+                                continue;
+                            }
+                            let Some(&olen) = b.get(o + 1) else { break };
+                            f.push((o + 1, 1));
+                            if b[o] == 0x11 || b[o] == 0x31 {
+                                // IOAM type, then the trace header's NodeLen/Flags,
+                                // RemainingLen and trace type.
+                                f.extend([(o + 3, 1), (o + 6, 1), (o + 7, 1), (o + 8, 2)]);
+                            }
+                            o += 2 + olen as usize;
+                        }
+                        nh = Some(next);
+                        at += (len as usize + 1) * 8;
+                    }
+                    Some(17) => {
+                        f.push((at + 4, 2));
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        _ => {}
+    }
+    f
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip {
+        at: Index,
+        mask: u8,
+    },
+    Set {
+        at: Index,
+        value: u8,
+    },
+    Truncate {
+        to: Index,
+    },
+    Extend {
+        bytes: Vec<u8>,
+    },
+    /// Set a length or type field to an edge value, or nudge it.
+    Field {
+        which: Index,
+        value: Edge,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Edge {
+    Is(u16),
+    Plus(u16),
+    Minus(u16),
+}
+
+fn edge() -> impl Strategy<Value = Edge> {
+    prop_oneof![
+        prop::sample::select(vec![
+            0u16, 1, 2, 3, 4, 5, 7, 8, 0x7f, 0x80, 0xff, 0x100, 0xffff
+        ])
+        .prop_map(Edge::Is),
+        any::<u16>().prop_map(Edge::Is),
+        (1u16..=16).prop_map(Edge::Plus),
+        (1u16..=16).prop_map(Edge::Minus),
+    ]
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        2 => (any::<Index>(), 1u8..).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
+        2 => (any::<Index>(), any::<u8>()).prop_map(|(at, value)| Mutation::Set { at, value }),
+        1 => any::<Index>().prop_map(|to| Mutation::Truncate { to }),
+        1 => prop::collection::vec(any::<u8>(), 1..64).prop_map(|bytes| Mutation::Extend { bytes }),
+        4 => (any::<Index>(), edge()).prop_map(|(which, value)| Mutation::Field { which, value }),
+    ]
+}
+
+fn apply(b: &mut Vec<u8>, m: &Mutation) {
+    match m {
+        Mutation::Flip { at, mask } if !b.is_empty() => {
+            let i = at.index(b.len());
+            b[i] ^= mask;
+        }
+        Mutation::Set { at, value } if !b.is_empty() => {
+            let i = at.index(b.len());
+            b[i] = *value;
+        }
+        Mutation::Truncate { to } => b.truncate(to.index(b.len() + 1)),
+        Mutation::Extend { bytes } => b.extend_from_slice(bytes),
+        Mutation::Field { which, value } => {
+            let f = fields(b);
+            let (at, width) = f[which.index(f.len())];
+            let Some(field) = b.get_mut(at..at + width as usize) else {
+                return;
+            };
+            let old = field.iter().fold(0u16, |v, &x| v << 8 | x as u16);
+            let new = match *value {
+                Edge::Is(v) => v,
+                Edge::Plus(d) => old.wrapping_add(d),
+                Edge::Minus(d) => old.wrapping_sub(d),
+            };
+            if width == 1 {
+                field[0] = new as u8;
+            } else {
+                field.copy_from_slice(&new.to_be_bytes());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A fixture packet with up to four mutations applied.
+fn mutated() -> impl Strategy<Value = Vec<u8>> {
+    (any::<Index>(), prop::collection::vec(mutation(), 1..=4)).prop_map(|(pick, ms)| {
+        let all = packets();
+        let mut b = all[pick.index(all.len())].clone();
+        for m in &ms {
+            apply(&mut b, m);
+        }
+        b
+    })
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// (a) Every `new_checked`, accessor and `Repr::parse` (and re-emit) at every header the
+    /// walk finds, and at one more offset picked at random.
+    #[test]
+    fn wire_views_survive_mutation(b in mutated(), at in any::<Index>()) {
+        harness::wire_views(&b);
+        harness::every_view(&b[at.index(b.len() + 1)..]);
+    }
+
+    /// (b) `find_trace` at every options header, `IoamTrace::new_checked`, `Hops` and `record`.
+    #[test]
+    fn ioam_trace_survives_mutation(b in mutated()) {
+        harness::ioam_trace_in_frame(&b);
+        let l = harness::layout(&b);
+        for at in l.ext.into_iter().chain(l.ioam_data) {
+            harness::ioam_trace(&b[at..]);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(500))]
+
+    /// (c) Each packet alone through every node (encap, transit, decap × bump, route × forward,
+    /// drop), then the whole batch, then the encap → transit → decap chain.
+    #[test]
+    fn pipeline_survives_mutation(batch in prop::collection::vec(mutated(), 1..=4)) {
+        let frames: Vec<&[u8]> = batch.iter().map(|b| &b[..]).collect();
+        for c in harness::configs() {
+            harness::run_batch(c, &frames);
+        }
+        for b in &batch {
+            harness::pipeline(b);
+        }
+    }
+}
+
+/// Every fixture packet, unmutated, through all of the above: the baseline the mutations
+/// start from.
+#[test]
+fn fixtures_pass_every_check() {
+    for (name, packets) in fixtures() {
+        for (i, b) in packets.iter().enumerate() {
+            let run = std::panic::catch_unwind(|| {
+                harness::wire_views(b);
+                harness::ioam_trace_in_frame(b);
+                harness::pipeline(b);
+            });
+            assert!(run.is_ok(), "{name} packet {i}: {}", harness::hex(b));
+        }
+        let frames: Vec<&[u8]> = packets.iter().map(|b| &b[..]).collect();
+        for c in harness::configs() {
+            harness::run_batch(c, &frames);
+        }
+    }
+}
+
+/// Valid IPv6 fixture packets without a trace (the fixtures' IPv6 files other than
+/// `ioam-trace.pcap` and `malformed.pcap`).
+fn plain_ipv6() -> Vec<(&'static str, usize, &'static [u8])> {
+    let mut v = Vec::new();
+    for (name, packets) in fixtures() {
+        if name == "malformed.pcap" || name == "ioam-trace.pcap" {
+            continue;
+        }
+        for (i, b) in packets.iter().enumerate() {
+            let eth = EthernetFrame::new_checked(&b[..]).unwrap();
+            if eth.ethertype() != EtherType::Ipv6 {
+                continue;
+            }
+            let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+            if ip.next_header() == 0 && !harness::layout(b).ioam_data.is_empty() {
+                continue; // mixed.pcap's copies of ioam-trace.pcap
+            }
+            v.push((name.as_str(), i, &b[..]));
+        }
+    }
+    v
+}
+
+/// Encap node → decap node gives every valid IPv6 fixture packet back: byte for byte when
+/// bumping, and with the hop limit two lower when both nodes route.
+#[test]
+fn encap_then_decap_restores_every_valid_ipv6_fixture() {
+    let mut encapsulated = 0;
+    for (name, i, b) in plain_ipv6() {
+        for fwd in [Forwarding::Bump, Forwarding::Route] {
+            let e = harness::run_one(harness::config(Role::Encap, fwd), b);
+            let d = harness::run_one(harness::config(Role::Decap, fwd), &e.bytes);
+            let multicast = Ipv6Packet::new_checked(&b[harness::layout(b).l3.unwrap()..])
+                .unwrap()
+                .dst_addr()[0]
+                == 0xff;
+            assert_eq!(e.encap, multicast as u64, "{name} {i} {fwd:?}");
+            assert_eq!(d.decap, multicast as u64, "{name} {i} {fwd:?}");
+            if multicast {
+                assert!(e.bytes.len() > b.len(), "{name} {i}: the trace went in");
+                encapsulated += 1;
+            }
+            let mut want = b.to_vec();
+            if fwd == Forwarding::Route {
+                let l3 = harness::layout(b).l3.unwrap();
+                want[l3 + 7] -= 2;
+            }
+            assert!(
+                d.bytes == want,
+                "{name} packet {i} ({fwd:?}) came back changed\n in: {}\nout: {}",
+                harness::hex(&want),
+                harness::hex(&d.bytes)
+            );
+            // With a transit node in between, too.
+            harness::encap_transit_decap(b, fwd);
+        }
+    }
+    assert!(
+        encapsulated >= 2 * 60,
+        "only {encapsulated} packets were encapsulated"
+    );
+}
+
+/// The trace `ioam-trace.pcap` carries is the whole Hop-by-Hop header, so the decapsulating
+/// node removes 176 octets and the Hop-by-Hop header with them.
+#[test]
+fn decap_strips_the_fixture_trace() {
+    let (_, packets) = fixtures()
+        .iter()
+        .find(|(n, _)| n == "ioam-trace.pcap")
+        .unwrap();
+    for b in packets {
+        for c in harness::configs() {
+            if c.namespaces[0].role != Role::Decap {
+                continue;
+            }
+            let d = harness::run_one(c, b);
+            assert_eq!((d.decap, d.bytes.len()), (1, b.len() - 176), "{}", c.name);
+            assert_eq!(d.bytes[14 + 6], 17, "Next Header is UDP again");
+        }
+    }
+}
+

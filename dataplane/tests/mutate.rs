@@ -374,3 +374,81 @@ fn decap_strips_the_fixture_trace() {
     }
 }
 
+// Regressions: bugs these checks found, minimised by hand. Each fails until its bug is fixed in
+// `dataplane/src`; `harness::known` steps around the inputs meanwhile so that the properties
+// above keep looking for new bugs. Delete the matching `known` predicate with each fix.
+
+/// Ethernet and an IPv6 header to ff3e::8000:1 (hop limit 64, from 2001:db8:1::10) whose
+/// Payload Length and Next Header are the arguments, followed by `rest`.
+fn frame(payload_len: u16, next_header: u8, rest: &str) -> Vec<u8> {
+    let mut b = harness::unhex("33338000000102000000000186dd 60000000");
+    b.extend(payload_len.to_be_bytes());
+    b.extend([next_header, 64]);
+    b.extend(harness::unhex(
+        "20010db8000100000000000000000010 ff3e0000000000000000000080000001",
+    ));
+    b.extend(harness::unhex(rest));
+    b
+}
+
+/// `Hops::next` (dataplane/src/ioam.rs:479–556) never advances when the trace type has no
+/// bit 0–22 set: NodeLen 0 matches it, so `IoamTrace::new_checked` accepts the trace, and with
+/// RemainingLen short of the data `Hops` yields `HopRecord::default()` for ever (`self.at = at`
+/// at line 555 stores the unchanged offset). A decapsulating node passes such a trace to its
+/// sink, where an exporter that collects the hops never returns.
+/// Input (the trace: namespace 0, NodeLen 0, RemainingLen 0, trace type 0, one data word):
+/// `000000000000000000000000`.
+#[test]
+fn regression_hops_ends_for_a_trace_type_without_data_bits() {
+    let b = harness::unhex("000000000000000000000000");
+    let t = mtnode_dataplane::wire::IoamTrace::new_checked(&b[..]).unwrap();
+    let words = t.data().len() / 4;
+    let n = mtnode_dataplane::ioam::Hops::new(t).take(words + 1).count();
+    assert!(n <= words, "{n} hops from {words} data words");
+}
+
+/// `decapsulate` (dataplane/src/ioam.rs:383, and :393 when other options stay) subtracts the
+/// Hop-by-Hop header's length from the IPv6 Payload Length without checking it: the pipeline
+/// checks the header against the whole frame (`find_trace(bytes, hbh)` in pipeline.rs), not
+/// against the Payload Length. Here the Payload Length is 0 and the 16-octet header carries a
+/// trace (NodeLen 1, type 0x800000, no room): debug builds panic "attempt to subtract with
+/// overflow" at ioam.rs:383:18, release builds forward the frame with Payload Length 65520.
+/// Input: `33338000000102000000000186dd6000000000000040 20010db8000100000000000000000010
+/// ff3e0000000000000000000080000001 3b01010031 0a0000 0001080080000000`.
+#[test]
+fn regression_decap_of_a_header_past_the_payload_length() {
+    let b = frame(0, 0, "3b010100310a0000 0001080080000000");
+    for c in harness::configs() {
+        if c.namespaces[0].role == Role::Decap {
+            harness::run_one(c, &b);
+        }
+    }
+}
+
+/// `decapsulate` (dataplane/src/ioam.rs:343–402) takes the padding after the trace option,
+/// up to the next non-padding option or the header's end, as the inserted option's own. When
+/// the packet's own Hop-by-Hop header began with padding, encapsulate → decapsulate does not
+/// give the packet back: a header of nothing but padding is removed (`11 00 01 04 00 00 00 00`
+/// here), and Pad1 Pad1 before a Router Alert comes back as PadN 0 (`11 00 00 00 05 02 00 00`
+/// → `11 00 01 00 05 02 00 00`).
+/// Inputs: `33338000000102000000000186dd6000000000100040 20010db8000100000000000000000010
+/// ff3e0000000000000000000080000001 1100010400000000 1388138900080000`, and the same with
+/// `1100000005020000` as the Hop-by-Hop header.
+#[test]
+fn regression_encap_decap_keeps_leading_padding() {
+    let mut changed = Vec::new();
+    for hbh in ["1100010400000000", "1100000005020000"] {
+        let b = frame(16, 0, &format!("{hbh} 1388138900080000"));
+        let e = harness::run_one(harness::config(Role::Encap, Forwarding::Bump), &b);
+        let d = harness::run_one(harness::config(Role::Decap, Forwarding::Bump), &e.bytes);
+        assert_eq!((e.encap, d.decap), (1, 1));
+        if d.bytes != b {
+            changed.push(format!(
+                "\n in: {}\nout: {}",
+                harness::hex(&b),
+                harness::hex(&d.bytes)
+            ));
+        }
+    }
+    assert!(changed.is_empty(), "{}", changed.concat());
+}

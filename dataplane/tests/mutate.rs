@@ -413,14 +413,22 @@ fn regression_hops_ends_for_a_trace_type_without_data_bits() {
 /// against the Payload Length. Here the Payload Length is 0 and the 16-octet header carries a
 /// trace (NodeLen 1, type 0x800000, no room): debug builds panic "attempt to subtract with
 /// overflow" at ioam.rs:383:18, release builds forward the frame with Payload Length 65520.
-/// Input: `33338000000102000000000186dd6000000000000040 20010db8000100000000000000000010
-/// ff3e0000000000000000000080000001 3b01010031 0a0000 0001080080000000`.
+/// With a Router Alert after the trace the header stays and the subtraction at 393:14
+/// overflows instead.
+/// Inputs: `33338000000102000000000186dd6000000000000040 20010db8000100000000000000000010
+/// ff3e0000000000000000000080000001 3b010100310a0000 0001080080000000`, and the same with
+/// `3b020100310a0000 0001080080000000 0502000001020000` as the Hop-by-Hop header.
 #[test]
 fn regression_decap_of_a_header_past_the_payload_length() {
-    let b = frame(0, 0, "3b010100310a0000 0001080080000000");
-    for c in harness::configs() {
-        if c.namespaces[0].role == Role::Decap {
-            harness::run_one(c, &b);
+    for hbh in [
+        "3b010100310a0000 0001080080000000",
+        "3b020100310a0000 0001080080000000 0502000001020000",
+    ] {
+        let b = frame(0, 0, hbh);
+        for c in harness::configs() {
+            if c.namespaces[0].role == Role::Decap {
+                harness::run_one(c, &b);
+            }
         }
     }
 }

@@ -291,6 +291,35 @@ fn fixtures_pass_every_check() {
     }
 }
 
+/// Every input the fuzzers kept (`fuzz/corpus/<target>/`) through its target's checks, so
+/// the corpus the fuzzers found stays a stable-toolchain regression suite.
+#[test]
+fn fuzz_corpus_replays() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    type Check = fn(&[u8]);
+    let targets: [(&str, Check); 3] = [
+        ("wire_views", harness::wire_views),
+        ("ioam_trace", harness::ioam_trace),
+        ("pipeline", harness::pipeline),
+    ];
+    for (target, check) in targets {
+        let mut n = 0;
+        for entry in std::fs::read_dir(root.join(target)).unwrap() {
+            let path = entry.unwrap().path();
+            let b = std::fs::read(&path).unwrap();
+            let run = std::panic::catch_unwind(|| check(&b));
+            assert!(
+                run.is_ok(),
+                "{target} {}: {}",
+                path.display(),
+                harness::hex(&b)
+            );
+            n += 1;
+        }
+        assert!(n >= 40, "{target}: only {n} corpus entries");
+    }
+}
+
 /// Valid IPv6 fixture packets without a trace (the fixtures' IPv6 files other than
 /// `ioam-trace.pcap` and `malformed.pcap`).
 fn plain_ipv6() -> Vec<(&'static str, usize, &'static [u8])> {

@@ -217,6 +217,8 @@ impl Counters {
 /// A trace the decapsulating node took off a packet, with its own entry recorded.
 #[derive(Debug)]
 pub struct TraceEvent<'a> {
+    /// The packet's position in its batch.
+    pub index: usize,
     pub rx_port: u16,
     pub rx_ns: u64,
     pub timestamp_format: TimestampFormat,
@@ -285,10 +287,10 @@ impl Pipeline {
         sink: &mut S,
     ) {
         self.queued = [0; MAX_PORTS];
-        for p in batch.iter_mut() {
+        for (index, p) in batch.iter_mut().enumerate() {
             self.counters.packets_in += 1;
             self.counters.bytes_in += p.frame.len() as u64;
-            let outcome = self.one(now_ns, p, sink);
+            let outcome = self.one(now_ns, index, p, sink);
             p.verdict = match outcome {
                 Ok(port) => {
                     self.counters.packets_out += 1;
@@ -309,6 +311,7 @@ impl Pipeline {
     fn one<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
         &mut self,
         now_ns: u64,
+        index: usize,
         p: &mut Packet<B>,
         sink: &mut S,
     ) -> Outcome {
@@ -318,7 +321,7 @@ impl Pipeline {
         };
         let l3 = eth.header_len();
         match eth.ethertype() {
-            EtherType::Ipv6 => self.ipv6(now_ns, p, l3, sink),
+            EtherType::Ipv6 => self.ipv6(now_ns, index, p, l3, sink),
             EtherType::Ipv4 => self.ipv4(p, l3),
             _ => {
                 self.counters.passthrough += 1;
@@ -396,6 +399,7 @@ impl Pipeline {
     fn ipv6<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
         &mut self,
         now_ns: u64,
+        index: usize,
         p: &mut Packet<B>,
         l3: usize,
         sink: &mut S,
@@ -474,6 +478,7 @@ impl Pipeline {
                 }
                 if ns.role == Role::Decap {
                     sink.trace(&TraceEvent {
+                        index,
                         rx_port: p.rx_port,
                         rx_ns: p.rx_ns,
                         timestamp_format: ns.node.timestamp_format,

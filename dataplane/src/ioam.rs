@@ -420,7 +420,8 @@ pub fn find_trace(bytes: &[u8], hbh: usize) -> crate::wire::Result<Option<TraceL
                         option_len: opt.len(),
                     }))
                 }
-                0..=crate::wire::ioam::option_type::DEX => {}
+                crate::wire::ioam::option_type::INCREMENTAL_TRACE
+                    ..=crate::wire::ioam::option_type::DEX => {}
                 _ => return Err(crate::wire::Error::UnknownIoamOption),
             }
         }

@@ -1,0 +1,616 @@
+//! The node's TOML configuration: the file schema (serde), and its validation into the
+//! dataplane's immutable [`NodeConfig`]. A file is accepted whole or refused whole, and a
+//! refusal names the file, the line and the field, so the running config is never half-changed.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use mtnode_dataplane::ioam::{EncapPlan, NodeData, Role, Snapshot, TimestampFormat};
+use mtnode_dataplane::pipeline::{
+    Forwarding, MalformedPolicy, Namespace, NodeConfig, Port, Prefix, Route, Selector, MAX_PORTS,
+};
+use mtnode_dataplane::wire::ioam::{trace_bit, MAX_TRACE_DATA};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A refused configuration: where, which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: field `{}`: {}",
+            self.file, self.line, self.field, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node: NodeSection,
+    #[serde(default)]
+    port: Vec<PortSection>,
+    #[serde(default)]
+    route: Vec<RouteSection>,
+    #[serde(default)]
+    namespace: Vec<NamespaceSection>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ForwardingKind {
+    Route,
+    Bump,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum TimestampKind {
+    Ptp,
+    Ntp,
+    Posix,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum MalformedKind {
+    Forward,
+    Drop,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RoleKind {
+    Encap,
+    Transit,
+    Decap,
+}
+
+fn default_forwarding() -> ForwardingKind {
+    ForwardingKind::Bump
+}
+fn default_ts() -> TimestampKind {
+    TimestampKind::Ptp
+}
+fn default_malformed() -> MalformedKind {
+    MalformedKind::Forward
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    name: String,
+    node_id: Spanned<i64>,
+    node_id_wide: Option<Spanned<i64>>,
+    #[serde(default = "default_forwarding")]
+    forwarding: ForwardingKind,
+    #[serde(default = "default_ts")]
+    timestamp_format: TimestampKind,
+    #[serde(default = "default_malformed")]
+    malformed: MalformedKind,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortSection {
+    name: Spanned<String>,
+    if_id: Spanned<i64>,
+    if_id_wide: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSection {
+    prefix: Spanned<String>,
+    port: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotSection {
+    schema_id: Spanned<i64>,
+    /// Hex octets, 4n of them, at most 32.
+    data: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectSection {
+    src: Option<Spanned<String>>,
+    dst: Option<Spanned<String>>,
+    udp_dst_port: Option<Spanned<i64>>,
+    dscp: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceSection {
+    id: Spanned<i64>,
+    role: RoleKind,
+    trace_type: Option<Spanned<i64>>,
+    hops: Option<Spanned<i64>>,
+    #[serde(default)]
+    data: Option<Spanned<i64>>,
+    #[serde(default)]
+    data_wide: Option<Spanned<i64>>,
+    snapshot: Option<SnapshotSection>,
+    #[serde(default)]
+    select: Vec<SelectSection>,
+}
+
+/// The trace type the examples use: hop limit + node ID, interface IDs, both timestamp words,
+/// transit delay (bits 0–4).
+pub const DEFAULT_TRACE_TYPE: u32 = 0xf8_0000;
+pub const DEFAULT_HOPS: usize = 8;
+
+/// Turns byte offsets into errors that name a line.
+struct Ctx<'a> {
+    file: &'a str,
+    src: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.src[..offset.min(self.src.len())].matches('\n').count() + 1
+    }
+
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        reason: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            file: self.file.to_string(),
+            line: self.line_of(span.start),
+            field: field.to_string(),
+            reason: reason.into(),
+        })
+    }
+
+    fn ranged(&self, v: &Spanned<i64>, field: &str, max: u64) -> Result<u64, ConfigError> {
+        let x = *v.get_ref();
+        if x < 0 || x as u64 > max {
+            return self.err(v.span(), field, format!("{x} is out of range 0..={max}"));
+        }
+        Ok(x as u64)
+    }
+}
+
+/// Read and validate a configuration file.
+pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        line: 0,
+        field: "-".into(),
+        reason: e.to_string(),
+    })?;
+    parse(&path.display().to_string(), &src)
+}
+
+/// Validate configuration text; `file` names it in errors.
+pub fn parse(file: &str, src: &str) -> Result<NodeConfig, ConfigError> {
+    let ctx = Ctx { file, src };
+    let raw: FileConfig = toml::from_str(src).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let line = ctx.line_of(span.start);
+        let text = src.lines().nth(line.saturating_sub(1)).unwrap_or("");
+        let field = text.split('=').next().unwrap_or("").trim().to_string();
+        ConfigError {
+            file: file.to_string(),
+            line,
+            field,
+            reason: e.message().trim().to_string(),
+        }
+    })?;
+    build(&ctx, raw)
+}
+
+fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
+    let node_id = ctx.ranged(&raw.node.node_id, "node.node_id", 0xff_ffff)? as u32;
+    let node_id_wide = match &raw.node.node_id_wide {
+        Some(w) => ctx.ranged(w, "node.node_id_wide", 0x00ff_ffff_ffff_ffff)?,
+        None => node_id as u64,
+    };
+    let timestamp_format = match raw.node.timestamp_format {
+        TimestampKind::Ptp => TimestampFormat::Ptp,
+        TimestampKind::Ntp => TimestampFormat::Ntp,
+        TimestampKind::Posix => TimestampFormat::Posix,
+    };
+
+    let mut ports: Vec<Port> = Vec::new();
+    for p in &raw.port {
+        let name = p.name.get_ref().clone();
+        if ports.iter().any(|q| q.name == name) {
+            return ctx.err(
+                p.name.span(),
+                "port.name",
+                format!("duplicate port `{name}`"),
+            );
+        }
+        let if_id = ctx.ranged(&p.if_id, "port.if_id", 0xffff)? as u16;
+        let if_id_wide = match &p.if_id_wide {
+            Some(w) => ctx.ranged(w, "port.if_id_wide", 0xffff_ffff)? as u32,
+            None => if_id as u32,
+        };
+        ports.push(Port {
+            name,
+            if_id,
+            if_id_wide,
+        });
+    }
+    if ports.is_empty() || ports.len() > MAX_PORTS {
+        return ctx.err(
+            0..0,
+            "port",
+            format!("a node needs 1..={MAX_PORTS} [[port]] tables"),
+        );
+    }
+    let forwarding = match raw.node.forwarding {
+        ForwardingKind::Bump => {
+            if ports.len() != 2 {
+                return ctx.err(
+                    0..0,
+                    "node.forwarding",
+                    format!("`bump` needs exactly 2 ports, found {}", ports.len()),
+                );
+            }
+            Forwarding::Bump
+        }
+        ForwardingKind::Route => Forwarding::Route,
+    };
+
+    let port_index = |name: &Spanned<String>, field: &str| -> Result<u16, ConfigError> {
+        match ports.iter().position(|p| &p.name == name.get_ref()) {
+            Some(i) => Ok(i as u16),
+            None => ctx.err(
+                name.span(),
+                field,
+                format!("unknown port `{}`", name.get_ref()),
+            ),
+        }
+    };
+
+    let mut routes6 = Vec::new();
+    let mut routes4 = Vec::new();
+    for r in &raw.route {
+        let port = port_index(&r.port, "route.port")?;
+        match parse_prefix(r.prefix.get_ref()) {
+            Some(AnyPrefix::V6(prefix)) => routes6.push(Route { prefix, port }),
+            Some(AnyPrefix::V4(prefix)) => routes4.push(Route { prefix, port }),
+            None => {
+                return ctx.err(
+                    r.prefix.span(),
+                    "route.prefix",
+                    format!("`{}` is not an IPv4 or IPv6 prefix", r.prefix.get_ref()),
+                )
+            }
+        }
+    }
+    if forwarding == Forwarding::Route && routes6.is_empty() && routes4.is_empty() {
+        return ctx.err(
+            0..0,
+            "route",
+            "`route` forwarding needs at least one [[route]]",
+        );
+    }
+    routes6.sort_by_key(|r| std::cmp::Reverse(r.prefix.len));
+    routes4.sort_by_key(|r| std::cmp::Reverse(r.prefix.len));
+
+    let mut namespaces: Vec<Namespace> = Vec::new();
+    for n in &raw.namespace {
+        let id = ctx.ranged(&n.id, "namespace.id", 0xffff)? as u16;
+        if namespaces.iter().any(|m| m.id == id) {
+            return ctx.err(
+                n.id.span(),
+                "namespace.id",
+                format!("duplicate namespace {id}"),
+            );
+        }
+        let trace_type = match &n.trace_type {
+            Some(t) => {
+                let v = ctx.ranged(t, "namespace.trace_type", 0xff_ffff)? as u32;
+                if v & trace_bit::mask(trace_bit::RESERVED) != 0 {
+                    return ctx.err(
+                        t.span(),
+                        "namespace.trace_type",
+                        "bit 23 is reserved and must be 0",
+                    );
+                }
+                if v == 0 {
+                    return ctx.err(t.span(), "namespace.trace_type", "no trace-type bit set");
+                }
+                v
+            }
+            None => DEFAULT_TRACE_TYPE,
+        };
+        let snapshot = match &n.snapshot {
+            Some(s) => Some(parse_snapshot(ctx, s)?),
+            None => None,
+        };
+        let node = NodeData {
+            node_id,
+            node_id_wide,
+            namespace_data: match &n.data {
+                Some(d) => ctx.ranged(d, "namespace.data", 0xffff_ffff)? as u32,
+                None => u32::MAX,
+            },
+            namespace_data_wide: match &n.data_wide {
+                Some(d) => ctx.ranged(d, "namespace.data_wide", i64::MAX as u64)?,
+                None => u64::MAX,
+            },
+            timestamp_format,
+            snapshot,
+        };
+        let role = match n.role {
+            RoleKind::Encap => Role::Encap,
+            RoleKind::Transit => Role::Transit,
+            RoleKind::Decap => Role::Decap,
+        };
+        let plan = if role == Role::Encap {
+            let hops = match &n.hops {
+                Some(h) => ctx.ranged(h, "namespace.hops", 127)? as usize,
+                None => DEFAULT_HOPS,
+            };
+            let slot = node.slot_units(trace_type) * 4;
+            if hops == 0 || hops * slot > MAX_TRACE_DATA {
+                let span = n.hops.as_ref().map_or(n.id.span(), |h| h.span());
+                return ctx.err(
+                    span,
+                    "namespace.hops",
+                    format!(
+                        "{hops} hops × {slot} octets does not fit the {MAX_TRACE_DATA}-octet trace \
+                         (at most {} hops for trace type {trace_type:#08x})",
+                        MAX_TRACE_DATA / slot.max(1)
+                    ),
+                );
+            }
+            if n.select.is_empty() {
+                return ctx.err(
+                    n.id.span(),
+                    "namespace.select",
+                    "an encap namespace needs at least one [[namespace.select]]",
+                );
+            }
+            Some(EncapPlan::new(id, trace_type, hops, &node))
+        } else {
+            None
+        };
+        let mut select = Vec::new();
+        for s in &n.select {
+            select.push(parse_selector(ctx, s)?);
+        }
+        namespaces.push(Namespace {
+            id,
+            role,
+            node,
+            plan,
+            select,
+        });
+    }
+
+    Ok(NodeConfig {
+        name: raw.node.name,
+        forwarding,
+        malformed: match raw.node.malformed {
+            MalformedKind::Forward => MalformedPolicy::Forward,
+            MalformedKind::Drop => MalformedPolicy::Drop,
+        },
+        timestamp_format,
+        ports,
+        routes6,
+        routes4,
+        namespaces,
+    })
+}
+
+fn parse_snapshot(ctx: &Ctx<'_>, s: &SnapshotSection) -> Result<Snapshot, ConfigError> {
+    let schema_id = ctx.ranged(&s.schema_id, "namespace.snapshot.schema_id", 0xff_fffe)? as u32;
+    let hex = s.data.get_ref();
+    let octets: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    match octets {
+        Some(o) if o.len() % 4 == 0 && o.len() <= 32 => {
+            let mut data = [0u8; 32];
+            data[..o.len()].copy_from_slice(&o);
+            Ok(Snapshot {
+                schema_id,
+                len: o.len() as u8,
+                data,
+            })
+        }
+        _ => ctx.err(
+            s.data.span(),
+            "namespace.snapshot.data",
+            "needs hex octets, a multiple of 4 and at most 32 of them",
+        ),
+    }
+}
+
+fn parse_selector(ctx: &Ctx<'_>, s: &SelectSection) -> Result<Selector, ConfigError> {
+    let v6 =
+        |p: &Option<Spanned<String>>, field: &str| -> Result<Option<Prefix<16>>, ConfigError> {
+            match p {
+                None => Ok(None),
+                Some(p) => match parse_prefix(p.get_ref()) {
+                    Some(AnyPrefix::V6(x)) => Ok(Some(x)),
+                    _ => ctx.err(
+                        p.span(),
+                        field,
+                        format!("`{}` is not an IPv6 prefix", p.get_ref()),
+                    ),
+                },
+            }
+        };
+    Ok(Selector {
+        src: v6(&s.src, "namespace.select.src")?,
+        dst: v6(&s.dst, "namespace.select.dst")?,
+        udp_dst_port: match &s.udp_dst_port {
+            Some(p) => Some(ctx.ranged(p, "namespace.select.udp_dst_port", 0xffff)? as u16),
+            None => None,
+        },
+        dscp: match &s.dscp {
+            Some(d) => Some(ctx.ranged(d, "namespace.select.dscp", 63)? as u8),
+            None => None,
+        },
+    })
+}
+
+enum AnyPrefix {
+    V6(Prefix<16>),
+    V4(Prefix<4>),
+}
+
+/// `addr/len` (or a bare address, a host route), normalised to its network.
+fn parse_prefix(s: &str) -> Option<AnyPrefix> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+        None => (s, None),
+    };
+    if let Ok(a) = addr.parse::<Ipv6Addr>() {
+        let len = len.unwrap_or(128);
+        (len <= 128).then(|| {
+            AnyPrefix::V6(Prefix {
+                addr: mask(a.octets(), len),
+                len,
+            })
+        })
+    } else if let Ok(a) = addr.parse::<Ipv4Addr>() {
+        let len = len.unwrap_or(32);
+        (len <= 32).then(|| {
+            AnyPrefix::V4(Prefix {
+                addr: mask(a.octets(), len),
+                len,
+            })
+        })
+    } else {
+        None
+    }
+}
+
+fn mask<const N: usize>(mut a: [u8; N], len: u8) -> [u8; N] {
+    for (i, b) in a.iter_mut().enumerate() {
+        let keep = (len as usize).saturating_sub(i * 8).min(8);
+        *b &= !(0xffu16 >> keep) as u8;
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "encap"
+node_id = 1
+forwarding = "route"
+
+[[port]]
+name = "in"
+if_id = 10
+
+[[port]]
+name = "out"
+if_id = 11
+
+[[route]]
+prefix = "::/0"
+port = "out"
+
+[[route]]
+prefix = "0.0.0.0/0"
+port = "out"
+
+[[namespace]]
+id = 1
+role = "encap"
+trace_type = 0xF80000
+hops = 8
+
+[[namespace.select]]
+dst = "ff00::/8"
+"#;
+
+    #[test]
+    fn good_file() {
+        let c = parse("good.toml", GOOD).unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.routes6[0].port, 1);
+        assert_eq!(c.routes4.len(), 1);
+        let ns = &c.namespaces[0];
+        assert_eq!(ns.plan.unwrap().data_len, 160);
+        assert_eq!(ns.node.node_id_wide, 1);
+        assert_eq!(ns.select[0].dst.unwrap().len, 8);
+        assert_eq!(ns.select[0].dst.unwrap().addr[0], 0xff);
+    }
+
+    fn refuse(edit: (&str, &str)) -> ConfigError {
+        let src = GOOD.replacen(edit.0, edit.1, 1);
+        assert_ne!(src, GOOD, "edit {edit:?} changed nothing");
+        parse("bad.toml", &src).unwrap_err()
+    }
+
+    #[test]
+    fn refusals_name_line_and_field() {
+        let e = refuse(("node_id = 1", "node_id = 16777216"));
+        assert_eq!((e.line, e.field.as_str()), (4, "node.node_id"));
+        assert_eq!(
+            e.to_string(),
+            "bad.toml:4: field `node.node_id`: 16777216 is out of range 0..=16777215"
+        );
+
+        let e = refuse(("port = \"out\"", "port = \"nowhere\""));
+        assert_eq!((e.line, e.field.as_str()), (17, "route.port"));
+
+        let e = refuse(("hops = 8", "hops = 13"));
+        assert_eq!((e.line, e.field.as_str()), (27, "namespace.hops"));
+        assert!(e.reason.contains("at most 12 hops"), "{e}");
+
+        let e = refuse(("if_id = 11", "if_id = 11\nspeed = 10"));
+        assert_eq!((e.line, e.field.as_str()), (14, "speed"));
+        assert!(e.reason.contains("unknown field"), "{e}");
+
+        let e = refuse(("name = \"out\"", "name = \"in\""));
+        assert_eq!((e.line, e.field.as_str()), (12, "port.name"));
+
+        let e = refuse(("dst = \"ff00::/8\"", "dst = \"ff00::/129\""));
+        assert_eq!((e.line, e.field.as_str()), (30, "namespace.select.dst"));
+
+        let e = refuse(("trace_type = 0xF80000", "trace_type = 0xF80001"));
+        assert_eq!((e.line, e.field.as_str()), (26, "namespace.trace_type"));
+
+        let e = refuse(("role = \"encap\"", "role = \"sideways\""));
+        assert_eq!((e.line, e.field.as_str()), (25, "role"));
+    }
+
+    #[test]
+    fn prefixes_are_normalised() {
+        let Some(AnyPrefix::V6(p)) = parse_prefix("2001:db8:ffff::1/33") else {
+            panic!()
+        };
+        assert_eq!(&p.addr[..6], &[0x20, 0x01, 0x0d, 0xb8, 0x80, 0]);
+        let Some(AnyPrefix::V4(p)) = parse_prefix("232.1.1.1/8") else {
+            panic!()
+        };
+        assert_eq!(p.addr, [232, 0, 0, 0]);
+        assert!(parse_prefix("232.1.1.1/33").is_none());
+        assert!(parse_prefix("nonsense").is_none());
+    }
+}

@@ -1,0 +1,209 @@
+//! `mtnode replay`: the node's pipeline over a pcap file, exactly as the live node runs it, with
+//! one output pcap per egress port, `traces.jsonl` and `stats.json`. Batches are the packets
+//! that arrived within one batch window of each other, and the batch's clock is its last
+//! arrival, so a replay is deterministic.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use mtnode_dataplane::io::pcap::{PcapSink, PcapSource};
+use mtnode_dataplane::io::{Buf, BufPool, MAX_FRAME};
+use mtnode_dataplane::pipeline::{
+    Counters, DropReason, NodeConfig, Packet, Pipeline, Sink, TraceEvent, Verdict,
+};
+use mtnode_dataplane::wire::Error as WireError;
+use serde_json::{json, Map, Value};
+
+use crate::trace_json;
+
+/// Most packets per batch, as on a live port.
+pub const BATCH: usize = 32;
+/// Packets that arrive within this many ns of a batch's first share its batch.
+pub const BATCH_WINDOW_NS: u64 = 10_000;
+
+/// Writes each decapsulated trace as one JSON line.
+struct TraceLines<W: Write> {
+    out: W,
+    /// Input index of the batch's first packet.
+    base: u64,
+    written: u64,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> Sink for TraceLines<W> {
+    fn trace(&mut self, e: &TraceEvent<'_>) {
+        let mut v = trace_json::trace(&e.trace, e.timestamp_format);
+        if let Value::Object(m) = &mut v {
+            m.insert("packet".into(), (self.base + e.index as u64).into());
+            m.insert("rx_ns".into(), e.rx_ns.into());
+        }
+        let r = serde_json::to_writer(&mut self.out, &v)
+            .map_err(std::io::Error::from)
+            .and_then(|_| self.out.write_all(b"\n"));
+        match r {
+            Ok(()) => self.written += 1,
+            Err(err) => {
+                self.error.get_or_insert(err);
+            }
+        }
+    }
+}
+
+/// What a replay did.
+#[derive(Debug)]
+pub struct ReplayReport {
+    pub counters: Counters,
+    pub traces: u64,
+    /// Records larger than a frame buffer, skipped and counted.
+    pub oversize: u64,
+    pub stats: Value,
+}
+
+/// Replay `input` through a node with `config`, arriving on port `ingress`, into `out_dir`.
+pub fn replay(
+    config: Arc<NodeConfig>,
+    input: &Path,
+    out_dir: &Path,
+    ingress: u16,
+) -> Result<ReplayReport> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut source =
+        PcapSource::open(input).with_context(|| format!("reading {}", input.display()))?;
+    let mut outputs = config
+        .ports
+        .iter()
+        .map(|p| PcapSink::create(&out_dir.join(format!("{}.pcap", p.name))))
+        .collect::<Result<Vec<_>, _>>()
+        .context("creating the output pcaps")?;
+    let traces_path = out_dir.join("traces.jsonl");
+    let mut sink = TraceLines {
+        out: BufWriter::new(
+            File::create(&traces_path)
+                .with_context(|| format!("creating {}", traces_path.display()))?,
+        ),
+        base: 0,
+        written: 0,
+        error: None,
+    };
+    let mut pipeline = Pipeline::new(Arc::clone(&config));
+    let mut pool = BufPool::new(2 * BATCH);
+    let mut batch: Vec<Packet<Buf>> = Vec::with_capacity(BATCH);
+    let mut next_index = 0u64;
+    let mut oversize = 0u64;
+
+    let mut flush = |batch: &mut Vec<Packet<Buf>>,
+                     pool: &mut BufPool,
+                     pipeline: &mut Pipeline,
+                     sink: &mut TraceLines<BufWriter<File>>|
+     -> Result<()> {
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        let now = last.rx_ns;
+        pipeline.buffer_occupancy = pool.in_use() as u32;
+        pipeline.process(now, batch, sink);
+        for p in batch.drain(..) {
+            if let Verdict::Forward(port) = p.verdict {
+                outputs[port as usize].write(now, p.frame.bytes())?;
+            }
+            pool.put(p.frame);
+        }
+        Ok(())
+    };
+
+    loop {
+        let mut record: Option<(u64, Option<mtnode_dataplane::frame::Frame<Buf>>)> = None;
+        let more = source.next_with(|(ts, bytes)| {
+            let frame = if bytes.len() <= MAX_FRAME {
+                pool.frame(bytes)
+            } else {
+                None
+            };
+            record = Some((ts, frame));
+        })?;
+        if !more {
+            break;
+        }
+        let Some((ts, frame)) = record else { break };
+        let Some(frame) = frame else {
+            oversize += 1;
+            next_index += 1;
+            continue;
+        };
+        if let Some(first) = batch.first() {
+            if batch.len() == BATCH || ts.saturating_sub(first.rx_ns) > BATCH_WINDOW_NS {
+                sink.base = next_index - batch.len() as u64;
+                flush(&mut batch, &mut pool, &mut pipeline, &mut sink)?;
+            }
+        }
+        batch.push(Packet {
+            frame,
+            rx_port: ingress,
+            rx_ns: ts,
+            verdict: Verdict::Pending,
+        });
+        next_index += 1;
+    }
+    sink.base = next_index - batch.len() as u64;
+    flush(&mut batch, &mut pool, &mut pipeline, &mut sink)?;
+    if let Some(e) = sink.error.take() {
+        bail!("writing {}: {e}", traces_path.display());
+    }
+    sink.out.flush()?;
+
+    let counters = pipeline.counters().clone();
+    let stats = stats_json(&config, &counters, oversize);
+    let mut text = serde_json::to_string_pretty(&stats)?;
+    text.push('\n');
+    std::fs::write(out_dir.join("stats.json"), text)?;
+    Ok(ReplayReport {
+        counters,
+        traces: sink.written,
+        oversize,
+        stats,
+    })
+}
+
+/// `stats.json`: the DESIGN.md keys (`packets_in`, `packets_out`, `dropped`, `malformed`) and
+/// per-role, per-reason and per-port detail.
+pub fn stats_json(config: &NodeConfig, c: &Counters, oversize: u64) -> Value {
+    let malformed: Map<String, Value> = WireError::ALL
+        .iter()
+        .filter(|e| c.malformed[e.index()] > 0)
+        .map(|e| (e.reason().to_string(), c.malformed[e.index()].into()))
+        .collect();
+    let drops: Map<String, Value> = DropReason::ALL
+        .iter()
+        .filter(|r| c.dropped[**r as usize] > 0)
+        .map(|r| (r.name().to_string(), c.dropped[*r as usize].into()))
+        .collect();
+    let ports: Map<String, Value> = config
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.clone(), c.tx_by_port[i].into()))
+        .collect();
+    json!({
+        "node": config.name,
+        "packets_in": c.packets_in + oversize,
+        "packets_out": c.packets_out,
+        "bytes_in": c.bytes_in,
+        "bytes_out": c.bytes_out,
+        "dropped": c.dropped_total() + oversize,
+        "dropped_by_reason": drops,
+        "oversize_skipped": oversize,
+        "malformed": malformed,
+        "malformed_total": c.malformed.iter().sum::<u64>(),
+        "roles": {
+            "encap": c.encap,
+            "transit": c.transit,
+            "decap": c.decap,
+            "passthrough": c.passthrough,
+        },
+        "overflow": c.overflow,
+        "tx_by_port": ports,
+    })
+}

@@ -287,10 +287,12 @@ impl Pipeline {
         sink: &mut S,
     ) {
         self.queued = [0; MAX_PORTS];
+        // One reference-count touch per batch, not per packet.
+        let config = Arc::clone(&self.config);
         for (index, p) in batch.iter_mut().enumerate() {
             self.counters.packets_in += 1;
             self.counters.bytes_in += p.frame.len() as u64;
-            let outcome = self.one(now_ns, index, p, sink);
+            let outcome = self.one(&config, now_ns, index, p, sink);
             p.verdict = match outcome {
                 Ok(port) => {
                     self.counters.packets_out += 1;
@@ -310,6 +312,7 @@ impl Pipeline {
 
     fn one<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
         &mut self,
+        config: &NodeConfig,
         now_ns: u64,
         index: usize,
         p: &mut Packet<B>,
@@ -321,7 +324,7 @@ impl Pipeline {
         };
         let l3 = eth.header_len();
         match eth.ethertype() {
-            EtherType::Ipv6 => self.ipv6(now_ns, index, p, l3, sink),
+            EtherType::Ipv6 => self.ipv6(config, now_ns, index, p, l3, sink),
             EtherType::Ipv4 => self.ipv4(p, l3),
             _ => {
                 self.counters.passthrough += 1;
@@ -398,6 +401,7 @@ impl Pipeline {
 
     fn ipv6<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
         &mut self,
+        config: &NodeConfig,
         now_ns: u64,
         index: usize,
         p: &mut Packet<B>,
@@ -444,7 +448,6 @@ impl Pipeline {
             hop_limit -= 1;
             p.frame.bytes_mut()[l3 + 7] = hop_limit;
         }
-        let config = Arc::clone(&self.config);
         let facts = || {
             let ports = &config.ports;
             let (i, e) = (p.rx_port as usize, egress as usize);

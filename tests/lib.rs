@@ -6,6 +6,8 @@
 //! - [`frames`]: raw-byte builders and readers for the frames those tests send. They do not use
 //!   `mtnode-dataplane` on purpose: a test that checks the dataplane must not share its parser.
 //! - [`pcapio`]: read and write classic pcap files.
+//! - [`scratch`]: temporary directories and the repository's fixtures and example configs, for
+//!   the tests that replay pcaps through mtnode.
 //!
 //! The helpers panic with the failing command and its stderr rather than return errors: they
 //! serve tests only, and unwinding still runs every cleanup `Drop`.
@@ -1193,6 +1195,112 @@ pub mod netns {
     impl Default for KernelIoamChain {
         fn default() -> Self {
             Self::new()
+        }
+    }
+}
+
+pub mod scratch {
+    //! Temporary directories, the fixtures directory, and mtnode node configurations for the
+    //! replay-based tests (tshark cross-check, kernel interop).
+
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use mtnode_dataplane::pipeline::NodeConfig;
+
+    /// `pcap-fixtures/` at the workspace root.
+    pub fn fixtures_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("pcap-fixtures")
+    }
+
+    /// A fixture file by name, e.g. `ipv6-unicast.pcap`.
+    pub fn fixture(name: &str) -> PathBuf {
+        fixtures_dir().join(name)
+    }
+
+    /// An example configuration from `pcap-fixtures/configs/`, e.g. `transit.toml`.
+    pub fn example_config(name: &str) -> Arc<NodeConfig> {
+        let path = fixtures_dir().join("configs").join(name);
+        Arc::new(mtnode_control::config::load(&path).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Configuration text parsed into a node configuration; `name` labels errors.
+    pub fn inline_config(name: &str, toml: &str) -> Arc<NodeConfig> {
+        Arc::new(mtnode_control::config::parse(name, toml).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// `configs/encap.toml` with a second selector for the unicast fixture's destination
+    /// (2001:db8:2::/64): node 1, bump, ports `in` (if 10) and `out` (if 11), namespace 1,
+    /// trace type 0xF80000, room for 8 hops.
+    pub const ENCAP_MCAST_AND_UNICAST_TOML: &str = r#"
+[node]
+name = "encap"
+node_id = 1
+forwarding = "bump"
+timestamp_format = "ptp"
+malformed = "forward"
+
+[[port]]
+name = "in"
+if_id = 10
+
+[[port]]
+name = "out"
+if_id = 11
+
+[[namespace]]
+id = 1
+role = "encap"
+trace_type = 0xF80000
+hops = 8
+
+[[namespace.select]]
+dst = "ff00::/8"
+
+[[namespace.select]]
+dst = "2001:db8:2::/64"
+"#;
+
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+    /// A fresh directory `mtnode-<label>-<pid>-<n>` under the system temp directory, removed on
+    /// drop. When the test panics it is kept, and its path printed, for inspection.
+    #[derive(Debug)]
+    pub struct ScratchDir {
+        path: PathBuf,
+    }
+
+    impl ScratchDir {
+        pub fn new(label: &str) -> ScratchDir {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("mtnode-{label}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path)
+                .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+            ScratchDir { path }
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.path
+        }
+
+        /// A subdirectory path (not created: `replay` creates its output directory).
+        pub fn join(&self, name: &str) -> PathBuf {
+            self.path.join(name)
+        }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("scratch: kept {} for inspection", self.path.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
         }
     }
 }

@@ -138,6 +138,8 @@ struct SelectSection {
 struct NamespaceSection {
     id: Spanned<i64>,
     role: RoleKind,
+    /// RFC 9197 §5: a namespace has one timestamp format; defaults to the node's.
+    timestamp_format: Option<TimestampKind>,
     trace_type: Option<Spanned<i64>>,
     hops: Option<Spanned<i64>>,
     #[serde(default)]
@@ -223,11 +225,12 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
         Some(w) => ctx.ranged(w, "node.node_id_wide", 0x00ff_ffff_ffff_ffff)?,
         None => node_id as u64,
     };
-    let timestamp_format = match raw.node.timestamp_format {
+    let ts_format = |k: TimestampKind| match k {
         TimestampKind::Ptp => TimestampFormat::Ptp,
         TimestampKind::Ntp => TimestampFormat::Ntp,
         TimestampKind::Posix => TimestampFormat::Posix,
     };
+    let timestamp_format = ts_format(raw.node.timestamp_format);
 
     let mut ports: Vec<Port> = Vec::new();
     for p in &raw.port {
@@ -350,7 +353,7 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
                 Some(d) => ctx.ranged(d, "namespace.data_wide", i64::MAX as u64)?,
                 None => u64::MAX,
             },
-            timestamp_format,
+            timestamp_format: n.timestamp_format.map_or(timestamp_format, ts_format),
             snapshot,
         };
         let role = match n.role {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mtnode_control::{config, lab, replay};
+use mtnode_control::{config, lab, replay, sim};
 
 /// mtnode: a multicast telemetry node (IOAM trace insert/transit/strip, postcards, AQM).
 #[derive(Debug, Parser)]
@@ -43,6 +43,49 @@ enum Command {
         #[arg(long)]
         ingress: Option<String>,
         /// Print stats.json to stdout too.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Closed-loop simulations that drive mtnode's real queue code.
+    Sim {
+        #[command(subcommand)]
+        what: SimCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SimCommand {
+    /// Responsive senders (and optional video) through one AQM-managed bottleneck.
+    Aqm {
+        /// pie or red.
+        #[arg(long, default_value = "pie")]
+        aqm: String,
+        /// Senders, e.g. reno:10 or reno:5,cubic:5.
+        #[arg(long, default_value = "reno:10")]
+        flows: String,
+        /// Unresponsive video streams, e.g. 1080p:2 (480p, 720p, 1080p, 2160p).
+        #[arg(long, default_value = "")]
+        video: String,
+        /// Bottleneck rate, Mb/s.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Base round-trip time, ms.
+        #[arg(long, default_value_t = 40.0)]
+        rtt: f64,
+        /// Simulated seconds.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Seconds left out of the statistics (slow start).
+        #[arg(long, default_value_t = 5.0)]
+        warmup: f64,
+        /// Turn ECN off: the AQM drops instead of marking.
+        #[arg(long)]
+        no_ecn: bool,
+        /// Draw queue delay and probability over time into this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         #[arg(long)]
         json: bool,
     },
@@ -97,6 +140,49 @@ fn run(cli: Cli) -> Result<()> {
                     report.stats["malformed_total"], c.encap, c.transit, c.decap, c.passthrough,
                     report.traces, output_dir.display()
                 );
+            }
+        }
+        Command::Sim {
+            what:
+                SimCommand::Aqm {
+                    aqm,
+                    flows,
+                    video,
+                    rate,
+                    rtt,
+                    duration,
+                    warmup,
+                    no_ecn,
+                    plot,
+                    seed,
+                    json,
+                },
+        } => {
+            let params = sim::SimParams {
+                aqm: match aqm.as_str() {
+                    "pie" => sim::AqmKind::Pie,
+                    "red" => sim::AqmKind::Red,
+                    other => anyhow::bail!("--aqm: `{other}` is not pie or red"),
+                },
+                flows: sim::parse_flows(&flows)?,
+                video: sim::parse_video(&video)?,
+                rate_mbps: rate,
+                rtt_ms: rtt,
+                duration_s: duration,
+                warmup_s: warmup,
+                ecn: !no_ecn,
+                seed,
+            };
+            let (report, series) = sim::run(&params)?;
+            if let Some(path) = plot {
+                let title = format!("{aqm}, {flows}, {rate} Mb/s, {rtt} ms");
+                sim::plot(&series, &title, &path)
+                    .with_context(|| format!("--plot {}", path.display()))?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", sim::render(&report));
             }
         }
     }

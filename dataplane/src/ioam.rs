@@ -177,11 +177,105 @@ pub fn write_slot(slot: &mut [u8], trace_type: u32, node: &NodeData, f: &HopFact
         }
     }
     if let Some(c) = complement_at {
-        // RFC 9197 §4.4.2.8 / RFC 7820: make the slot's one's-complement sum zero, so a checksum
-        // covering the trace is the same as over the zeroed pre-allocated slot.
-        let sum = checksum_sum(0, &slot[..at]);
-        put16(slot, c, checksum_finish(sum));
+        fill_complement(&mut slot[..at], c);
     }
+}
+
+/// RFC 9197 §4.4.2.8 / RFC 7820: make the slot's one's-complement sum zero, so a checksum
+/// covering the trace is the same as over the zeroed pre-allocated slot. The complement field at
+/// `at` must be zero on entry.
+fn fill_complement(slot: &mut [u8], at: usize) {
+    let sum = checksum_sum(0, slot);
+    put16(slot, at, checksum_finish(sum));
+}
+
+/// What the egress side knows when a packet leaves its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EgressFacts {
+    /// This node's short node ID: only its own slot is rewritten.
+    pub node_id: u32,
+    /// Packets ahead of this one in the egress queue when it arrived there.
+    pub queue_depth: u32,
+    /// Time spent in the egress queue, ns: added to the transit delay written at processing.
+    pub queue_sojourn_ns: u64,
+    pub buffer_occupancy: u32,
+}
+
+/// At dequeue, rewrite the egress-side fields of this node's slot (the newest entry of the
+/// frame's trace, if its node ID is ours): transit delay (bit 4, grown by the queue sojourn, so
+/// it spans receive to dequeue), queue depth (bit 6) and buffer occupancy (bit 11), and the
+/// checksum complement (bit 7) after them. Returns whether a slot
+/// was rewritten. Frames without a trace, or whose newest entry is another node's, are left
+/// alone.
+pub fn patch_egress(frame: &mut [u8], f: &EgressFacts) -> bool {
+    let Some(range) = trace_range(frame) else {
+        return false;
+    };
+    let mut t = IoamTrace::new_unchecked(&mut frame[range]);
+    let tt = t.trace_type();
+    let at = t.remaining_len() as usize * 4;
+    let fixed = node_len_for(tt) as usize * 4;
+    let data = t.data_mut();
+    if at + fixed > data.len() {
+        return false;
+    }
+    let mut len = fixed;
+    if tt & trace_bit::mask(trace_bit::OPAQUE_STATE_SNAPSHOT) != 0 {
+        let Some(w) = data.get(at + fixed..at + fixed + 4) else {
+            return false;
+        };
+        len += 4 + (w[0] as usize) * 4;
+        if at + len > data.len() {
+            return false;
+        }
+    }
+    let slot = &mut data[at..at + len];
+    let (mut off, mut complement) = (0, None);
+    let mut bits = tt & 0xff_fffe;
+    while bits != 0 {
+        let bit = (bits.leading_zeros() - 8) as u8;
+        bits &= !trace_bit::mask(bit);
+        match bit {
+            trace_bit::HOP_LIM_NODE_ID if be32(slot, off) & 0xff_ffff != f.node_id & 0xff_ffff => {
+                return false;
+            }
+            trace_bit::TRANSIT_DELAY => {
+                let d = be32(slot, off) as u64 + f.queue_sojourn_ns;
+                put32(slot, off, if d > 0x7fff_ffff { u32::MAX } else { d as u32 });
+            }
+            trace_bit::QUEUE_DEPTH => put32(slot, off, f.queue_depth),
+            trace_bit::BUFFER_OCCUPANCY => put32(slot, off, f.buffer_occupancy),
+            trace_bit::CHECKSUM_COMPLEMENT => {
+                put32(slot, off, 0);
+                complement = Some(off);
+            }
+            _ => {}
+        }
+        off += crate::wire::ioam::bit_units(bit) as usize * 4;
+    }
+    if tt & trace_bit::mask(trace_bit::HOP_LIM_NODE_ID) == 0 {
+        return false;
+    }
+    if let Some(c) = complement {
+        fill_complement(slot, c);
+    }
+    true
+}
+
+/// The frame range of the trace header and data of an IPv6 frame's Pre-allocated Trace.
+fn trace_range(frame: &[u8]) -> Option<core::ops::Range<usize>> {
+    let eth = crate::wire::EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != crate::wire::EtherType::Ipv6 {
+        return None;
+    }
+    let l3 = eth.header_len();
+    let ip = crate::wire::Ipv6Packet::new_checked(&frame[l3..]).ok()?;
+    if ip.next_header() != ipv6::next_header::HOP_BY_HOP {
+        return None;
+    }
+    let loc = find_trace(frame, l3 + ipv6::HEADER_LEN).ok()??;
+    IoamTrace::new_checked(&frame[loc.trace_range()]).ok()?;
+    Some(loc.trace_range())
 }
 
 /// What recording into a trace did.
@@ -771,6 +865,40 @@ mod tests {
         assert_eq!((hops[1].node_id, hops[1].hop_limit), (Some(1), Some(63)));
         assert_eq!(hops[1].transit_delay, Some(1000));
         assert_eq!(hops[1].ingress_if, Some(10));
+    }
+
+    #[test]
+    fn egress_patch_rewrites_only_our_newest_slot() {
+        let orig = packet(17, &[]);
+        let mut f = frame(&orig);
+        let tt = 0xfb_0000; // bits 0-4, 6, 7
+        let n = node(5);
+        let plan = EncapPlan::new(1, tt, 2, &n);
+        let th = encapsulate(&mut f, 14, &plan).unwrap();
+        let mut t = IoamTrace::new_unchecked(&mut f.bytes_mut()[th..th + trace_len(&plan)]);
+        record(&mut t, &n, &facts());
+        let e = EgressFacts {
+            node_id: 5,
+            queue_depth: 42,
+            queue_sojourn_ns: 76_000,
+            buffer_occupancy: 9,
+        };
+        assert!(patch_egress(f.bytes_mut(), &e));
+        let t = IoamTrace::new_checked(&f.bytes()[th..th + trace_len(&plan)]).unwrap();
+        let hop = Hops::new(t.clone()).next().unwrap();
+        assert_eq!(hop.transit_delay, Some(1_000 + 76_000), "processing + queue");
+        assert_eq!(hop.queue_depth, Some(42));
+        assert_eq!(hop.node_id, Some(5));
+        let slot = &t.data()[t.remaining_len() as usize * 4..][..7 * 4];
+        assert_eq!(checksum_finish(checksum_sum(0, slot)), 0, "complement redone");
+        // Another node's slot is not ours to touch.
+        let before = f.bytes().to_vec();
+        assert!(!patch_egress(f.bytes_mut(), &EgressFacts { node_id: 6, ..e }));
+        assert_eq!(f.bytes(), &before[..]);
+        // No trace: nothing to do.
+        let mut plain = orig.clone();
+        assert!(!patch_egress(&mut plain, &e));
+        assert_eq!(plain, orig);
     }
 
     #[test]

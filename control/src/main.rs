@@ -24,6 +24,25 @@ enum Command {
         /// Packets the source sends.
         #[arg(long, default_value_t = 1000)]
         packets: u32,
+        /// Source rate, Mb/s on the wire (default: as fast as the nodes take them, or 20 with
+        /// a bottleneck).
+        #[arg(long)]
+        source_rate: Option<f64>,
+        /// Send ECT(0), so AQMs mark instead of dropping.
+        #[arg(long)]
+        ecn: bool,
+        /// Shape the egress of this chain node (1-3) into a bottleneck.
+        #[arg(long)]
+        bottleneck: Option<usize>,
+        /// The bottleneck's rate, Mb/s.
+        #[arg(long, default_value_t = 10.0)]
+        bottleneck_rate: f64,
+        /// The bottleneck's AQM: pie or red.
+        #[arg(long, default_value = "pie")]
+        aqm: String,
+        /// The bottleneck queue's limit, packets.
+        #[arg(long, default_value_t = 1000)]
+        queue_limit: usize,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -101,10 +120,42 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_aqm(s: &str) -> Result<sim::AqmKind> {
+    match s {
+        "pie" => Ok(sim::AqmKind::Pie),
+        "red" => Ok(sim::AqmKind::Red),
+        other => anyhow::bail!("--aqm: `{other}` is not pie or red"),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Lab { packets, json } => {
-            let report = lab::run_chain(packets)?;
+        Command::Lab {
+            packets,
+            source_rate,
+            ecn,
+            bottleneck,
+            bottleneck_rate,
+            aqm,
+            queue_limit,
+            json,
+        } => {
+            let bottleneck = match bottleneck {
+                Some(after_node) => Some(lab::Bottleneck {
+                    after_node,
+                    rate_mbps: bottleneck_rate,
+                    aqm: parse_aqm(&aqm)?,
+                    limit: queue_limit,
+                }),
+                None => None,
+            };
+            let opts = lab::LabOptions {
+                packets,
+                source_mbps: source_rate.or(bottleneck.map(|_| 20.0)),
+                ecn,
+                bottleneck,
+            };
+            let report = lab::run_chain(&opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -159,11 +210,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
         } => {
             let params = sim::SimParams {
-                aqm: match aqm.as_str() {
-                    "pie" => sim::AqmKind::Pie,
-                    "red" => sim::AqmKind::Red,
-                    other => anyhow::bail!("--aqm: `{other}` is not pie or red"),
-                },
+                aqm: parse_aqm(&aqm)?,
                 flows: sim::parse_flows(&flows)?,
                 video: sim::parse_video(&video)?,
                 rate_mbps: rate,

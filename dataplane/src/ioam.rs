@@ -886,14 +886,25 @@ mod tests {
         assert!(patch_egress(f.bytes_mut(), &e));
         let t = IoamTrace::new_checked(&f.bytes()[th..th + trace_len(&plan)]).unwrap();
         let hop = Hops::new(t.clone()).next().unwrap();
-        assert_eq!(hop.transit_delay, Some(1_000 + 76_000), "processing + queue");
+        assert_eq!(
+            hop.transit_delay,
+            Some(1_000 + 76_000),
+            "processing + queue"
+        );
         assert_eq!(hop.queue_depth, Some(42));
         assert_eq!(hop.node_id, Some(5));
         let slot = &t.data()[t.remaining_len() as usize * 4..][..7 * 4];
-        assert_eq!(checksum_finish(checksum_sum(0, slot)), 0, "complement redone");
+        assert_eq!(
+            checksum_finish(checksum_sum(0, slot)),
+            0,
+            "complement redone"
+        );
         // Another node's slot is not ours to touch.
         let before = f.bytes().to_vec();
-        assert!(!patch_egress(f.bytes_mut(), &EgressFacts { node_id: 6, ..e }));
+        assert!(!patch_egress(
+            f.bytes_mut(),
+            &EgressFacts { node_id: 6, ..e }
+        ));
         assert_eq!(f.bytes(), &before[..]);
         // No trace: nothing to do.
         let mut plain = orig.clone();

@@ -224,3 +224,55 @@ fn encap_decap_restores_every_fixture() {
         }
     }
 }
+
+/// A shaped, PIE-managed egress in replay: frames leave at the shaper's pace (the output pcap's
+/// times are departure times), and the node's IOAM slot carries the queue it waited in.
+#[test]
+fn shaped_egress_queue_in_replay() {
+    let toml = std::fs::read_to_string(fixture("configs/encap.toml"))
+        .unwrap()
+        .replace("trace_type = 0xF80000", "trace_type = 0xFA0000")
+        .replace(
+            "if_id = 11\n",
+            "if_id = 11\n\n[port.queue]\nrate_mbps = 1\nburst_bytes = 2048\naqm = \"pie\"\n",
+        );
+    let cfg = Arc::new(config::parse("shaped", &toml).unwrap());
+    let dir = scratch("shaped");
+    let r = replay::replay(cfg, &fixture("ipv6-mcast-ssm.pcap"), &dir, 0).unwrap();
+    assert_eq!(r.stats["packets_out"], 12, "{:#}", r.stats["queues"]);
+    assert_eq!(r.stats["queues"]["out"]["dequeued"], 12);
+    let mut reader =
+        pcap_file::pcap::PcapReader::new(std::fs::File::open(dir.join("out.pcap")).unwrap())
+            .unwrap();
+    let mut times = Vec::new();
+    let mut depths = Vec::new();
+    let mut bits = 0u64;
+    while let Some(p) = reader.next_packet() {
+        let p = p.unwrap();
+        times.push(p.timestamp.as_nanos() as u64);
+        bits += p.data.len() as u64 * 8;
+        let loc = mtnode_dataplane::ioam::find_trace(&p.data, 54)
+            .unwrap()
+            .unwrap();
+        let t = mtnode_dataplane::wire::IoamTrace::new_checked(&p.data[loc.trace_range()]).unwrap();
+        let hop = mtnode_dataplane::ioam::Hops::new(t).next().unwrap();
+        depths.push(hop.queue_depth.unwrap());
+        assert!(
+            hop.transit_delay.unwrap() as u64 <= times.last().unwrap() - 1_700_000_000_000_000_000
+        );
+    }
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "departures in order"
+    );
+    // At 1 Mb/s with a 2048-octet bucket, the last frame leaves once all but the bucket's worth
+    // has been sent: (bits − 1600·8) µs after the first arrival, give or take one frame.
+    let span = times.last().unwrap() - 1_700_000_000_000_000_000;
+    let want = (bits - 2048 * 8) * 1_000;
+    assert!(span.abs_diff(want) < 1_800 * 8 * 1_000, "{span} vs {want}");
+    assert!(
+        depths.iter().max().unwrap() >= &5,
+        "the queue built up: {depths:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,6 +6,10 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
+use mtnode_dataplane::aqm::{
+    AqmConfig, PieParams, QueueConfig, QueueDelayMode, QueueLimits, RedParams,
+};
+use mtnode_dataplane::io::MAX_FRAME;
 use mtnode_dataplane::ioam::{EncapPlan, NodeData, Role, Snapshot, TimestampFormat};
 use mtnode_dataplane::pipeline::{
     Forwarding, MalformedPolicy, Namespace, NodeConfig, Port, Prefix, Route, Selector, MAX_PORTS,
@@ -107,6 +111,48 @@ struct PortSection {
     name: Spanned<String>,
     if_id: Spanned<i64>,
     if_id_wide: Option<Spanned<i64>>,
+    queue: Option<Spanned<QueueSection>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum AqmKindCfg {
+    None,
+    Pie,
+    Red,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum PieModeCfg {
+    Timestamps,
+    DepartureRate,
+}
+
+/// `[port.queue]`: limits, shaper, AQM and its parameters (defaults: RFC 8033 for PIE, Floyd's
+/// for RED).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueSection {
+    limit_packets: Option<Spanned<i64>>,
+    limit_bytes: Option<Spanned<i64>>,
+    rate_mbps: Option<Spanned<f64>>,
+    burst_bytes: Option<Spanned<i64>>,
+    aqm: Option<AqmKindCfg>,
+    ecn: Option<bool>,
+    target_ms: Option<Spanned<f64>>,
+    t_update_ms: Option<Spanned<f64>>,
+    alpha: Option<Spanned<f64>>,
+    beta: Option<Spanned<f64>>,
+    max_burst_ms: Option<Spanned<f64>>,
+    derandomize: Option<bool>,
+    delay_mode: Option<PieModeCfg>,
+    min_th: Option<Spanned<f64>>,
+    max_th: Option<Spanned<f64>>,
+    w_q: Option<Spanned<f64>>,
+    max_p: Option<Spanned<f64>>,
+    gentle: Option<bool>,
+    adaptive: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,10 +293,15 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
             Some(w) => ctx.ranged(w, "port.if_id_wide", 0xffff_ffff)? as u32,
             None => if_id as u32,
         };
+        let queue = match &p.queue {
+            Some(q) => Some(parse_queue(ctx, q)?),
+            None => None,
+        };
         ports.push(Port {
             name,
             if_id,
             if_id_wide,
+            queue,
         });
     }
     if ports.is_empty() || ports.len() > MAX_PORTS {
@@ -405,6 +456,7 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
 
     Ok(NodeConfig {
         name: raw.node.name,
+        node_id,
         forwarding,
         malformed: match raw.node.malformed {
             MalformedKind::Forward => MalformedPolicy::Forward,
@@ -415,6 +467,128 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
         routes6,
         routes4,
         namespaces,
+    })
+}
+
+/// A float in `(lo, hi]`.
+fn real(
+    ctx: &Ctx<'_>,
+    v: &Spanned<f64>,
+    field: &str,
+    lo: f64,
+    hi: f64,
+) -> Result<f64, ConfigError> {
+    let x = *v.get_ref();
+    if !(x > lo && x <= hi) {
+        return ctx.err(v.span(), field, format!("{x} is out of range ({lo}, {hi}]"));
+    }
+    Ok(x)
+}
+
+fn parse_queue(ctx: &Ctx<'_>, q: &Spanned<QueueSection>) -> Result<QueueConfig, ConfigError> {
+    let span = q.span();
+    let q = q.get_ref();
+    let f = |name: &str| format!("port.queue.{name}");
+    let packets = match &q.limit_packets {
+        Some(v) => ctx.ranged(v, &f("limit_packets"), 1 << 20)? as usize,
+        None => 1000,
+    };
+    let bytes = match &q.limit_bytes {
+        Some(v) => ctx.ranged(v, &f("limit_bytes"), 1 << 32)? as usize,
+        None => packets * 2048,
+    };
+    if packets == 0 || bytes == 0 {
+        return ctx.err(span, &f("limit_packets"), "queue limits must be positive");
+    }
+    let shaper = match &q.rate_mbps {
+        Some(r) => {
+            let mbps = real(ctx, r, &f("rate_mbps"), 0.0, 1e6)?;
+            let burst = match &q.burst_bytes {
+                Some(b) => ctx.ranged(b, &f("burst_bytes"), 1 << 30)? as usize,
+                None => 3000,
+            };
+            if burst < MAX_FRAME {
+                let s = q.burst_bytes.as_ref().map_or(span.clone(), |b| b.span());
+                return ctx.err(
+                    s,
+                    &f("burst_bytes"),
+                    format!("the bucket must hold the largest frame, {MAX_FRAME} octets"),
+                );
+            }
+            Some(((mbps * 1e6) as u64, burst))
+        }
+        None => None,
+    };
+    let ms = |v: &Option<Spanned<f64>>, name: &str, default: u64| -> Result<u64, ConfigError> {
+        match v {
+            Some(x) => Ok((real(ctx, x, &f(name), 0.0, 10_000.0)? * 1e6) as u64),
+            None => Ok(default),
+        }
+    };
+    let ecn = q.ecn.unwrap_or(true);
+    let aqm = match q.aqm.unwrap_or(AqmKindCfg::None) {
+        AqmKindCfg::None => AqmConfig::None,
+        AqmKindCfg::Pie => {
+            let d = PieParams::default();
+            AqmConfig::Pie(PieParams {
+                target: ms(&q.target_ms, "target_ms", d.target)?,
+                t_update: ms(&q.t_update_ms, "t_update_ms", d.t_update)?,
+                max_burst: ms(&q.max_burst_ms, "max_burst_ms", d.max_burst)?,
+                alpha: match &q.alpha {
+                    Some(a) => real(ctx, a, &f("alpha"), 0.0, 100.0)?,
+                    None => d.alpha,
+                },
+                beta: match &q.beta {
+                    Some(b) => real(ctx, b, &f("beta"), 0.0, 100.0)?,
+                    None => d.beta,
+                },
+                ecn,
+                derandomize: q.derandomize.unwrap_or(d.derandomize),
+                mode: match q.delay_mode {
+                    Some(PieModeCfg::DepartureRate) => QueueDelayMode::DepartureRate,
+                    _ => QueueDelayMode::Timestamps,
+                },
+                ..d
+            })
+        }
+        AqmKindCfg::Red => {
+            let d = RedParams::default();
+            let min_th = match &q.min_th {
+                Some(v) => real(ctx, v, &f("min_th"), 0.0, 1e6)?,
+                None => d.min_th,
+            };
+            let max_th = match &q.max_th {
+                Some(v) => real(ctx, v, &f("max_th"), 0.0, 1e6)?,
+                None => 3.0 * min_th,
+            };
+            if max_th <= min_th {
+                let s = q.max_th.as_ref().map_or(span.clone(), |v| v.span());
+                return ctx.err(s, &f("max_th"), format!("must be above min_th ({min_th})"));
+            }
+            AqmConfig::Red(RedParams {
+                min_th,
+                max_th,
+                w_q: match &q.w_q {
+                    Some(v) => real(ctx, v, &f("w_q"), 0.0, 1.0)?,
+                    None => d.w_q,
+                },
+                max_p: match &q.max_p {
+                    Some(v) => real(ctx, v, &f("max_p"), 0.0, 1.0)?,
+                    None => d.max_p,
+                },
+                gentle: q.gentle.unwrap_or(d.gentle),
+                adaptive: q.adaptive.unwrap_or(d.adaptive),
+                ecn,
+                // The idle decay's "typical transmission time": a 1500-octet packet at the
+                // shaped rate, or Floyd's 100 Mb/s figure.
+                tx_time: shaper.map_or(d.tx_time, |(bps, _)| 12_000_000_000 / bps.max(1)),
+            })
+        }
+    };
+    Ok(QueueConfig {
+        limits: QueueLimits { packets, bytes },
+        shaper,
+        aqm,
     })
 }
 
@@ -601,6 +775,50 @@ dst = "ff00::/8"
 
         let e = refuse(("role = \"encap\"", "role = \"sideways\""));
         assert_eq!((e.line, e.field.as_str()), (25, "role"));
+    }
+
+    #[test]
+    fn port_queues() {
+        let src = GOOD.replacen(
+            "if_id = 11\n",
+            "if_id = 11\n[port.queue]\nrate_mbps = 10\naqm = \"pie\"\ntarget_ms = 5\n",
+            1,
+        );
+        let c = parse("q.toml", &src).unwrap();
+        let q = c.ports[1].queue.as_ref().unwrap();
+        assert_eq!(q.shaper, Some((10_000_000, 3000)));
+        assert_eq!(q.limits.packets, 1000);
+        let AqmConfig::Pie(p) = &q.aqm else {
+            panic!("{q:?}")
+        };
+        assert_eq!((p.target, p.t_update), (5_000_000, 15_000_000));
+        assert!(c.ports[0].queue.is_none());
+
+        let red = GOOD.replacen(
+            "if_id = 11\n",
+            "if_id = 11\n[port.queue]\naqm = \"red\"\nmin_th = 30\nmax_th = 20\n",
+            1,
+        );
+        let e = parse("q.toml", &red).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (17, "port.queue.max_th"), "{e}");
+        let bad = GOOD.replacen(
+            "if_id = 11\n",
+            "if_id = 11\n[port.queue]\nrate_mbps = -1\n",
+            1,
+        );
+        let e = parse("q.toml", &bad).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (15, "port.queue.rate_mbps"),
+            "{e}"
+        );
+        let typo = GOOD.replacen(
+            "if_id = 11\n",
+            "if_id = 11\n[port.queue]\naqm = \"codel\"\n",
+            1,
+        );
+        let e = parse("q.toml", &typo).unwrap_err();
+        assert_eq!(e.line, 15, "{e}");
     }
 
     #[test]

@@ -9,8 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use mtnode_dataplane::aqm::{Ecn, EgressQueue, QueueCounters};
+use mtnode_dataplane::frame::Frame;
 use mtnode_dataplane::io::pcap::{PcapSink, PcapSource};
 use mtnode_dataplane::io::{Buf, BufPool, MAX_FRAME};
+use mtnode_dataplane::ioam::{patch_egress, EgressFacts};
 use mtnode_dataplane::pipeline::{
     Counters, DropReason, NodeConfig, Packet, Pipeline, Sink, TraceEvent, Verdict,
 };
@@ -52,6 +55,132 @@ impl<W: Write> Sink for TraceLines<W> {
     }
 }
 
+/// The node's egress: per port, an optional managed queue in front of the output file.
+struct Egress {
+    outputs: Vec<PcapSink>,
+    queues: Vec<Option<EgressQueue<Buf>>>,
+    /// When each queue's last frame left (its link is busy until then).
+    last_departure: Vec<u64>,
+    node_id: u32,
+}
+
+impl Egress {
+    fn new(config: &NodeConfig, outputs: Vec<PcapSink>) -> Self {
+        Egress {
+            outputs,
+            queues: config
+                .ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p.queue.as_ref().map(|q| q.build(0, i as u64 + 1)))
+                .collect(),
+            last_departure: vec![0; config.ports.len()],
+            node_id: config.node_id,
+        }
+    }
+
+    /// Queue the frame on a managed port, or write it at `now`.
+    fn send(&mut self, now: u64, port: usize, frame: Frame<Buf>, pool: &mut BufPool) -> Result<()> {
+        match self.queues[port].as_mut() {
+            Some(q) => {
+                if let Err((frame, _)) = q.enqueue(now, frame) {
+                    pool.put(frame);
+                }
+            }
+            None => {
+                self.outputs[port].write(now, frame.bytes())?;
+                pool.put(frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Let every frame whose departure time is at most `until` leave, in time order per port,
+    /// with this node's IOAM slot patched as it leaves.
+    fn drain(&mut self, until: u64, pool: &mut BufPool) -> Result<()> {
+        for (port, q) in self.queues.iter_mut().enumerate() {
+            let Some(q) = q.as_mut() else { continue };
+            while let Some(head) = q.head_enqueued_at() {
+                let earliest = head.max(self.last_departure[port]);
+                let Some(t) = q.next_departure(earliest) else {
+                    break;
+                };
+                if t > until {
+                    break;
+                }
+                let Some(e) = q.dequeue(t) else { break };
+                self.last_departure[port] = t;
+                let mut frame = e.frame;
+                patch_egress(
+                    frame.bytes_mut(),
+                    &EgressFacts {
+                        node_id: self.node_id,
+                        queue_depth: e.depth_at_enqueue,
+                        queue_sojourn_ns: t - e.enqueued_at,
+                        buffer_occupancy: pool.in_use() as u32,
+                    },
+                );
+                self.outputs[port].write(t, frame.bytes())?;
+                pool.put(frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Add each managed queue's counters, by ECN codepoint, to `stats.json`.
+    fn report(&self, config: &NodeConfig, stats: &mut Value) {
+        let by_cp = |a: &[u64; 4]| -> Value {
+            Ecn::ALL
+                .iter()
+                .map(|e| (e.name().to_string(), Value::from(a[*e as usize])))
+                .collect::<Map<_, _>>()
+                .into()
+        };
+        let queues: Map<String, Value> = config
+            .ports
+            .iter()
+            .zip(&self.queues)
+            .filter_map(|(p, q)| {
+                let c = &q.as_ref()?.counters;
+                Some((
+                    p.name.clone(),
+                    json!({
+                        "enqueued": by_cp(&c.enqueued),
+                        "marked": by_cp(&c.marked),
+                        "early_drops": by_cp(&c.early_drops),
+                        "overflow_drops": by_cp(&c.overflow_drops),
+                        "dequeued": c.dequeued,
+                    }),
+                ))
+            })
+            .collect();
+        if queues.is_empty() {
+            return;
+        }
+        stats["queues"] = queues.into();
+        // Frames the queues refused were forwarded by the pipeline but never left the node.
+        let sum = |f: fn(&QueueCounters) -> &[u64; 4]| -> u64 {
+            self.queues
+                .iter()
+                .flatten()
+                .map(|q| f(&q.counters).iter().sum::<u64>())
+                .sum()
+        };
+        let early = sum(|c| &c.early_drops);
+        let overflow = sum(|c| &c.overflow_drops);
+        let add = |v: &mut Value, n: u64| *v = (v.as_u64().unwrap_or(0) + n).into();
+        add(&mut stats["dropped"], early + overflow);
+        stats["packets_out"] =
+            (stats["packets_out"].as_u64().unwrap_or(0) - early - overflow).into();
+        if early > 0 {
+            add(&mut stats["dropped_by_reason"]["aqm_early"], early);
+        }
+        if overflow > 0 {
+            add(&mut stats["dropped_by_reason"]["queue_overflow"], overflow);
+        }
+    }
+}
+
 /// What a replay did.
 #[derive(Debug)]
 pub struct ReplayReport {
@@ -72,12 +201,13 @@ pub fn replay(
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut source =
         PcapSource::open(input).with_context(|| format!("reading {}", input.display()))?;
-    let mut outputs = config
+    let outputs = config
         .ports
         .iter()
         .map(|p| PcapSink::create(&out_dir.join(format!("{}.pcap", p.name))))
         .collect::<Result<Vec<_>, _>>()
         .context("creating the output pcaps")?;
+    let mut egress = Egress::new(&config, outputs);
     let traces_path = out_dir.join("traces.jsonl");
     let mut sink = TraceLines {
         out: BufWriter::new(
@@ -89,7 +219,13 @@ pub fn replay(
         error: None,
     };
     let mut pipeline = Pipeline::new(Arc::clone(&config));
-    let mut pool = BufPool::new(2 * BATCH);
+    let queued: usize = config
+        .ports
+        .iter()
+        .filter_map(|p| p.queue.as_ref())
+        .map(|q| q.limits.packets)
+        .sum();
+    let mut pool = BufPool::new(2 * BATCH + queued.min(1 << 16));
     let mut batch: Vec<Packet<Buf>> = Vec::with_capacity(BATCH);
     let mut next_index = 0u64;
     let mut oversize = 0u64;
@@ -103,19 +239,22 @@ pub fn replay(
             return Ok(());
         };
         let now = last.rx_ns;
+        // Departures that happened before this batch arrived leave first, so the queues are as
+        // they were when it came.
+        egress.drain(now, pool)?;
         pipeline.buffer_occupancy = pool.in_use() as u32;
         pipeline.process(now, batch, sink);
         for p in batch.drain(..) {
-            if let Verdict::Forward(port) = p.verdict {
-                outputs[port as usize].write(now, p.frame.bytes())?;
+            match p.verdict {
+                Verdict::Forward(port) => egress.send(now, port as usize, p.frame, pool)?,
+                _ => pool.put(p.frame),
             }
-            pool.put(p.frame);
         }
         Ok(())
     };
 
     loop {
-        let mut record: Option<(u64, Option<mtnode_dataplane::frame::Frame<Buf>>)> = None;
+        let mut record: Option<(u64, Option<Frame<Buf>>)> = None;
         let more = source.next_with(|(ts, bytes)| {
             let frame = if bytes.len() <= MAX_FRAME {
                 pool.frame(bytes)
@@ -149,13 +288,15 @@ pub fn replay(
     }
     sink.base = next_index - batch.len() as u64;
     flush(&mut batch, &mut pool, &mut pipeline, &mut sink)?;
+    egress.drain(u64::MAX, &mut pool)?;
     if let Some(e) = sink.error.take() {
         bail!("writing {}: {e}", traces_path.display());
     }
     sink.out.flush()?;
 
     let counters = pipeline.counters().clone();
-    let stats = stats_json(&config, &counters, oversize);
+    let mut stats = stats_json(&config, &counters, oversize);
+    egress.report(&config, &mut stats);
     let mut text = serde_json::to_string_pretty(&stats)?;
     text.push('\n');
     std::fs::write(out_dir.join("stats.json"), text)?;

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::aqm::QueueConfig;
 use crate::frame::Frame;
 use crate::ioam::{
     self, decapsulate, encapsulate, find_trace, record, EncapError, EncapPlan, HopFacts, NodeData,
@@ -40,11 +41,14 @@ impl<const N: usize> Prefix<N> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Port {
     pub name: String,
     pub if_id: u16,
     pub if_id_wide: u32,
+    /// The egress queue, when the port has a managed one (shaper, AQM); otherwise frames go
+    /// straight to the wire.
+    pub queue: Option<QueueConfig>,
 }
 
 /// Whether the node routes (decrements the hop limit, picks the egress by prefix) or sits in the
@@ -88,9 +92,11 @@ pub struct Namespace {
 }
 
 /// A node's validated, immutable runtime configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
     pub name: String,
+    /// The node's short IOAM node ID (its slots carry it; the egress side finds them by it).
+    pub node_id: u32,
     pub forwarding: Forwarding,
     pub malformed: MalformedPolicy,
     pub timestamp_format: TimestampFormat,

@@ -79,6 +79,38 @@ impl Aqm {
     }
 }
 
+/// Which AQM a queue runs, with its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AqmConfig {
+    None,
+    Pie(PieParams),
+    Red(RedParams),
+}
+
+/// An egress queue's configuration: limits, an optional shaper, the AQM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueConfig {
+    pub limits: QueueLimits,
+    /// Rate in bits per second and bucket size in octets.
+    pub shaper: Option<(u64, usize)>,
+    pub aqm: AqmConfig,
+}
+
+impl QueueConfig {
+    /// A queue in this configuration, its shaper's bucket full at `now`.
+    pub fn build<B: AsRef<[u8]> + AsMut<[u8]>>(&self, now: Nanos, seed: u64) -> EgressQueue<B> {
+        let aqm = match &self.aqm {
+            AqmConfig::None => Aqm::None,
+            AqmConfig::Pie(p) => Aqm::Pie(Pie::new(*p)),
+            AqmConfig::Red(r) => Aqm::Red(Red::new(*r)),
+        };
+        let shaper = self
+            .shaper
+            .map(|(rate, burst)| TokenBucket::new(rate, burst, now));
+        EgressQueue::new(self.limits, aqm, shaper, seed)
+    }
+}
+
 /// A small, fast, deterministic PRNG (xorshift64*) for AQM draws: the data path must not lock a
 /// shared generator or make a syscall per packet.
 #[derive(Debug, Clone)]

@@ -136,6 +136,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> EgressQueue<B> {
         Some(entry)
     }
 
+    /// When the head frame entered the queue; `None` when empty.
+    pub fn head_enqueued_at(&self) -> Option<Nanos> {
+        self.ring.front().map(|e| e.enqueued_at)
+    }
+
     /// When the head frame may leave (now if unshaped); `None` when empty.
     pub fn next_departure(&mut self, now: Nanos) -> Option<Nanos> {
         let len = self.ring.front()?.frame.len();

@@ -33,10 +33,16 @@ impl TokenBucket {
         self.tokens = (self.tokens + dt * self.rate_bps as u128).min(self.burst as u128 * SCALE);
     }
 
+    /// Tokens a frame of `len` octets needs: a frame larger than the bucket needs a full one,
+    /// so it waits but never deadlocks.
+    fn need(&self, len: usize) -> u128 {
+        len.min(self.burst) as u128 * SCALE
+    }
+
     /// Take `len` octets' worth if the bucket holds them.
     pub fn try_consume(&mut self, now: Nanos, len: usize) -> bool {
         self.refill(now);
-        let need = len as u128 * SCALE;
+        let need = self.need(len);
         if self.tokens >= need {
             self.tokens -= need;
             true
@@ -48,7 +54,7 @@ impl TokenBucket {
     /// The earliest time at which `len` octets can go.
     pub fn ready_at(&mut self, now: Nanos, len: usize) -> Nanos {
         self.refill(now);
-        let need = len as u128 * SCALE;
+        let need = self.need(len);
         if self.tokens >= need || self.rate_bps == 0 {
             return now;
         }
@@ -74,5 +80,8 @@ mod tests {
         // Idle for a long time: only `burst` accumulates.
         assert!(tb.try_consume(1_000_000_000, 3000));
         assert!(!tb.try_consume(1_000_000_000, 1));
+        // A frame bigger than the bucket goes once the bucket is full.
+        assert_eq!(tb.ready_at(1_000_000_000, 9000), 1_003_000_000);
+        assert!(tb.try_consume(1_003_000_000, 9000));
     }
 }

@@ -431,9 +431,21 @@ impl TraceLocation {
     }
 }
 
-/// Strip the trace option at `loc`, and the Hop-by-Hop header with it when nothing but padding
-/// is left, so that a packet encapsulated by [`encapsulate`] comes back byte for byte. `l3` is
-/// the frame offset of the IPv6 header. The header was checked when `loc` was found.
+/// Is `bytes` exactly the padding [`emit_padding`] writes for its length?
+fn is_our_padding(bytes: &[u8]) -> bool {
+    match bytes.len() {
+        0 => true,
+        1 => bytes[0] == option_type::PAD1,
+        n => bytes[0] == option_type::PADN && bytes[1] as usize == n - 2,
+    }
+}
+
+/// Strip the trace option at `loc`. A trace [`encapsulate`] inserted comes off exactly: its
+/// 8n-octet block (leading PadN, option, trailing padding) from an existing header, or the whole
+/// header it made, so the packet comes back byte for byte. Any other layout loses the option
+/// and the padding around it, keeps the header 8n long, and drops the header when only padding
+/// is left. `l3` is the frame offset of the IPv6 header; the caller has checked that the
+/// header lies within the IPv6 Payload Length.
 pub fn decapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
     frame: &mut Frame<B>,
     l3: usize,
@@ -442,9 +454,30 @@ pub fn decapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
     let b = frame.bytes();
     let hdr = Ipv6ExtHeader::new_unchecked(&b[loc.hbh..]);
     let hlen = hdr.header_len();
-    // The padding run right before and right after the option goes with it.
+    let nh = hdr.next_header();
+    let payload_len = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]);
+    let h = &b[loc.hbh..loc.hbh + hlen];
+    let opt_end = loc.option + loc.option_len;
+    let ours = loc.option == 4 && h[2] == option_type::PADN && h[3] == 0;
+    // The whole header, as encapsulate makes a new one.
+    let new_tail = hlen.checked_sub(opt_end);
+    if ours && new_tail.is_some_and(|t| t < 8 && is_our_padding(&h[opt_end..])) {
+        return remove_header(frame, l3, loc.hbh, hlen, nh, payload_len);
+    }
+    // The block encapsulate puts first in an existing header.
+    let ex_tail = (8 - (opt_end - 2) % 8) % 8;
+    if ours && opt_end + ex_tail < hlen && is_our_padding(&h[opt_end..opt_end + ex_tail]) {
+        let cut = opt_end + ex_tail - 2;
+        frame.remove_range(loc.hbh + 2, cut);
+        let b = frame.bytes_mut();
+        b[loc.hbh + 1] -= (cut / 8) as u8;
+        put16(b, l3 + 4, payload_len - cut as u16);
+        return;
+    }
+    // Someone else's layout: the padding run right before and right after the option goes with
+    // it.
     let mut start = loc.option;
-    let mut end = loc.option + loc.option_len;
+    let mut end = opt_end;
     let mut others = false;
     let mut run_start = None;
     let mut after = true;
@@ -471,27 +504,34 @@ pub fn decapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
     if let Some(r) = run_start {
         start = r;
     }
-    let nh = hdr.next_header();
     if !others {
-        // Only padding would remain: drop the whole header.
-        let pl = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]) - hlen as u16;
-        frame.remove_range(loc.hbh, hlen);
-        let b = frame.bytes_mut();
-        b[l3 + 6] = nh;
-        put16(b, l3 + 4, pl);
-        return;
+        return remove_header(frame, l3, loc.hbh, hlen, nh, payload_len);
     }
     let removed = end - start;
     let keep = removed % 8;
     let cut = removed - keep;
-    let pl = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]) - cut as u16;
     frame.remove_range(loc.hbh + start, cut);
     let b = frame.bytes_mut();
     // The header moved forward by `cut`; what is left of the run becomes padding.
-    let hbh = loc.hbh;
-    b[hbh + 1] -= (cut / 8) as u8;
-    emit_padding(&mut b[hbh + start..], keep);
-    put16(b, l3 + 4, pl);
+    b[loc.hbh + 1] -= (cut / 8) as u8;
+    emit_padding(&mut b[loc.hbh + start..], keep);
+    put16(b, l3 + 4, payload_len - cut as u16);
+}
+
+/// Remove a whole Hop-by-Hop header of `hlen` octets at `hbh`, handing its Next Header back to
+/// the IPv6 header.
+fn remove_header<B: AsRef<[u8]> + AsMut<[u8]>>(
+    frame: &mut Frame<B>,
+    l3: usize,
+    hbh: usize,
+    hlen: usize,
+    nh: u8,
+    payload_len: u16,
+) {
+    frame.remove_range(hbh, hlen);
+    let b = frame.bytes_mut();
+    b[l3 + 6] = nh;
+    put16(b, l3 + 4, payload_len - hlen as u16);
 }
 
 /// Find the Pre-allocated Trace option in the Hop-by-Hop header at frame offset `hbh`.
@@ -573,7 +613,9 @@ impl Iterator for Hops<'_> {
 
     fn next(&mut self) -> Option<HopRecord> {
         let fixed = node_len_for(self.trace_type) as usize * 4;
-        if self.at >= self.data.len() || self.truncated {
+        let oss = self.trace_type & trace_bit::mask(trace_bit::OPAQUE_STATE_SNAPSHOT) != 0;
+        // A trace type with no data fields has no entries to walk.
+        if self.at >= self.data.len() || self.truncated || (fixed == 0 && !oss) {
             return None;
         }
         if self.at + fixed > self.data.len() {
@@ -825,6 +867,56 @@ mod tests {
             decapsulate(&mut f, 14, &loc);
             assert_eq!(f.bytes(), &orig[..], "hops {hops}");
         }
+    }
+
+    /// Found by the mutation tests: a packet's own header that starts with padding (or is
+    /// nothing but padding) comes back exactly, for both trailing-pad sizes.
+    #[test]
+    fn decapsulate_keeps_the_packets_own_leading_padding() {
+        for own in [
+            [17u8, 0, 0x01, 0x04, 0, 0, 0, 0],
+            [17, 0, 0x00, 0x00, 0x05, 0x02, 0, 0],
+            [17, 0, 0x01, 0x00, 0x05, 0x02, 0, 0],
+        ] {
+            let orig = packet(0, &own);
+            for hops in [2, 3] {
+                let mut f = frame(&orig);
+                let plan = EncapPlan::new(1, 0xf8_0000, hops, &node(1));
+                encapsulate(&mut f, 14, &plan).unwrap();
+                let loc = find_trace(f.bytes(), 54).unwrap().unwrap();
+                decapsulate(&mut f, 14, &loc);
+                assert_eq!(f.bytes(), &orig[..], "own header {own:02x?}, {hops} hops");
+            }
+        }
+    }
+
+    /// Someone else's layout (the trace after a Router Alert, no leading PadN): the option and
+    /// its padding go, the Router Alert stays, the header stays 8n.
+    #[test]
+    fn decapsulate_a_foreign_layout() {
+        let mut hbh = vec![17, 3, 0x05, 0x02, 0, 0, 0x31, 0x0e, 0, 0];
+        hbh.extend_from_slice(&[0, 1, 0x08, 1, 0x80, 0, 0, 0, 0, 0, 0, 0]); // 1 free slot
+        hbh.extend_from_slice(&[0x01, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]); // PadN 8
+        assert_eq!(hbh.len(), 32);
+        let orig = packet(0, &hbh);
+        let mut f = frame(&orig);
+        let loc = find_trace(f.bytes(), 54).unwrap().unwrap();
+        assert_eq!(loc.option, 6);
+        decapsulate(&mut f, 14, &loc);
+        let b = f.bytes();
+        assert_eq!(&b[54..62], &[17, 0, 0x05, 0x02, 0, 0, 0x01, 0x00]);
+        assert_eq!(
+            u16::from_be_bytes([b[18], b[19]]) as usize,
+            orig.len() - 54 - 24
+        );
+        assert_eq!(&b[62..], &orig[86..]);
+    }
+
+    #[test]
+    fn hops_of_a_trace_type_without_fields_end() {
+        let b = [0u8; 12];
+        let t = IoamTrace::new_checked(&b[..]).unwrap();
+        assert_eq!(Hops::new(t).count(), 0);
     }
 
     #[test]

@@ -428,7 +428,10 @@ impl Pipeline {
         let dst = ip.dst_addr();
         let hbh = l3 + ipv6::HEADER_LEN;
         let trace = if ip.next_header() == ipv6::next_header::HOP_BY_HOP {
-            match find_trace(bytes, hbh) {
+            // The header must lie within the Payload Length, not just the frame: decapsulation
+            // and encapsulation adjust the Payload Length by its size.
+            let end = hbh + ip.payload_len() as usize;
+            match find_trace(&bytes[..end], hbh) {
                 Ok(t) => t,
                 Err(e) => return self.malformed(e, p.rx_port, Some(dst)),
             }

@@ -9,5 +9,6 @@ pub mod export;
 pub mod frame;
 pub mod io;
 pub mod ioam;
+pub mod mcast;
 pub mod pipeline;
 pub mod wire;

@@ -133,10 +133,7 @@ impl Bift {
         let mut unreachable = 0;
         let mut copy = [0u64; 64];
         let n = bitstring.len().min(64);
-        loop {
-            let Some(w) = bitstring[..n].iter().position(|&x| x != 0) else {
-                break;
-            };
+        while let Some(w) = bitstring[..n].iter().position(|&x| x != 0) {
             let bit = w * 64 + bitstring[w].trailing_zeros() as usize;
             let idx = self.bit_to_neighbor.get(bit).copied().unwrap_or(u16::MAX);
             if idx == u16::MAX {

@@ -11,8 +11,10 @@ use mtnode_dataplane::aqm::{
 };
 use mtnode_dataplane::io::MAX_FRAME;
 use mtnode_dataplane::ioam::{EncapPlan, NodeData, Role, Snapshot, TimestampFormat};
+use mtnode_dataplane::mcast::{self, Bift, Neighbor, Oif, PimTable, SgRoute};
 use mtnode_dataplane::pipeline::{
-    Forwarding, MalformedPolicy, Namespace, NodeConfig, Port, Prefix, Route, Selector, MAX_PORTS,
+    Forwarding, MalformedPolicy, Namespace, NodeConfig, Port, Prefix, Route, Selector, TraceMode,
+    MAX_PORTS,
 };
 use mtnode_dataplane::wire::ioam::{trace_bit, MAX_TRACE_DATA};
 use serde::Deserialize;
@@ -49,6 +51,56 @@ struct FileConfig {
     route: Vec<RouteSection>,
     #[serde(default)]
     namespace: Vec<NamespaceSection>,
+    #[serde(default)]
+    mroute: Vec<MrouteSection>,
+    #[serde(default)]
+    bift: Vec<BiftSection>,
+}
+
+/// `[[mroute]]`: a static PIM-SSM route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MrouteSection {
+    source: Spanned<String>,
+    group: Spanned<String>,
+    iif: Spanned<String>,
+    oil: Vec<OifSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OifSection {
+    Name(Spanned<String>),
+    Full {
+        port: Spanned<String>,
+        ttl_threshold: Option<Spanned<i64>>,
+    },
+}
+
+/// `[[bift]]`: one BIER forwarding table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BiftSection {
+    bift_id: Spanned<i64>,
+    /// BitString length in bits: 64, 128, … 4096.
+    bsl: Spanned<i64>,
+    neighbor: Vec<BiftNeighborSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BiftNeighborSection {
+    port: Option<Spanned<String>>,
+    #[serde(default)]
+    local: bool,
+    bits: Spanned<Vec<i64>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum ModeKind {
+    Trace,
+    PerSection,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +236,7 @@ struct SelectSection {
 struct NamespaceSection {
     id: Spanned<i64>,
     role: RoleKind,
+    mode: Option<ModeKind>,
     /// RFC 9197 §5: a namespace has one timestamp format; defaults to the node's.
     timestamp_format: Option<TimestampKind>,
     trace_type: Option<Spanned<i64>>,
@@ -448,15 +501,25 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
         namespaces.push(Namespace {
             id,
             role,
+            mode: match n.mode {
+                Some(ModeKind::PerSection) => TraceMode::PerSection,
+                _ => TraceMode::Trace,
+            },
             node,
             plan,
             select,
         });
     }
 
+    let pim = parse_mroutes(ctx, &raw.mroute, &port_index)?;
+    let bifts = parse_bifts(ctx, &raw.bift, &port_index)?;
+
     Ok(NodeConfig {
         name: raw.node.name,
         node_id,
+        pim,
+        bifts,
+        epoch: 0,
         forwarding,
         malformed: match raw.node.malformed {
             MalformedKind::Forward => MalformedPolicy::Forward,
@@ -468,6 +531,148 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
         routes4,
         namespaces,
     })
+}
+
+fn addr6(ctx: &Ctx<'_>, a: &Spanned<String>, field: &str) -> Result<[u8; 16], ConfigError> {
+    if let Ok(v6) = a.get_ref().parse::<Ipv6Addr>() {
+        return Ok(v6.octets());
+    }
+    if let Ok(v4) = a.get_ref().parse::<Ipv4Addr>() {
+        return Ok(mcast::v4_mapped(v4.octets()));
+    }
+    ctx.err(
+        a.span(),
+        field,
+        format!("`{}` is not an IPv6 or IPv4 address", a.get_ref()),
+    )
+}
+
+type PortIndex<'a> = dyn Fn(&Spanned<String>, &str) -> Result<u16, ConfigError> + 'a;
+
+fn parse_mroutes(
+    ctx: &Ctx<'_>,
+    raw: &[MrouteSection],
+    port_index: &PortIndex<'_>,
+) -> Result<PimTable, ConfigError> {
+    let mut routes: Vec<SgRoute> = Vec::new();
+    for m in raw {
+        let source = addr6(ctx, &m.source, "mroute.source")?;
+        let group = addr6(ctx, &m.group, "mroute.group")?;
+        if !mcast::is_ssm(&group) {
+            return ctx.err(
+                m.group.span(),
+                "mroute.group",
+                format!(
+                    "`{}` is not a source-specific group (FF3x::/32 or 232/8)",
+                    m.group.get_ref()
+                ),
+            );
+        }
+        if routes
+            .iter()
+            .any(|r| r.source == source && r.group == group)
+        {
+            return ctx.err(m.group.span(), "mroute.group", "duplicate (S,G) route");
+        }
+        let iif = port_index(&m.iif, "mroute.iif")?;
+        let mut oil: Vec<Oif> = Vec::new();
+        for o in &m.oil {
+            let (name, ttl) = match o {
+                OifSection::Name(n) => (n, None),
+                OifSection::Full {
+                    port,
+                    ttl_threshold,
+                } => (port, ttl_threshold.as_ref()),
+            };
+            let port = port_index(name, "mroute.oil")?;
+            if port == iif || oil.iter().any(|x| x.port == port) {
+                return ctx.err(
+                    name.span(),
+                    "mroute.oil",
+                    format!("`{}` is the iif or listed twice", name.get_ref()),
+                );
+            }
+            let ttl_threshold = match ttl {
+                Some(t) => ctx.ranged(t, "mroute.oil.ttl_threshold", 255)? as u8,
+                None => 1,
+            };
+            oil.push(Oif {
+                port,
+                ttl_threshold,
+            });
+        }
+        if oil.is_empty() {
+            return ctx.err(
+                m.iif.span(),
+                "mroute.oil",
+                "a route needs at least one outgoing port",
+            );
+        }
+        routes.push(SgRoute {
+            source,
+            group,
+            iif,
+            oil,
+        });
+    }
+    Ok(PimTable { routes })
+}
+
+fn parse_bifts(
+    ctx: &Ctx<'_>,
+    raw: &[BiftSection],
+    port_index: &PortIndex<'_>,
+) -> Result<Vec<Bift>, ConfigError> {
+    let mut bifts: Vec<Bift> = Vec::new();
+    for b in raw {
+        let bift_id = ctx.ranged(&b.bift_id, "bift.bift_id", 0xf_ffff)? as u32;
+        let bits = *b.bsl.get_ref();
+        let Some(bsl) = (1..=7u8).find(|&c| (1i64 << (c + 5)) == bits) else {
+            return ctx.err(
+                b.bsl.span(),
+                "bift.bsl",
+                format!("{bits} is not 64, 128, … 4096"),
+            );
+        };
+        if bifts.iter().any(|x| x.bift_id == bift_id && x.bsl == bsl) {
+            return ctx.err(b.bift_id.span(), "bift.bift_id", "duplicate BIFT");
+        }
+        let mut entries = Vec::new();
+        for n in &b.neighbor {
+            let nbr = match (&n.port, n.local) {
+                (Some(p), false) => Neighbor::Port(port_index(p, "bift.neighbor.port")?),
+                (None, true) => Neighbor::Local,
+                _ => {
+                    return ctx.err(
+                        n.bits.span(),
+                        "bift.neighbor",
+                        "give either `port` or `local = true`",
+                    )
+                }
+            };
+            let mut positions = Vec::new();
+            for &k in n.bits.get_ref() {
+                if k < 1 || k > bits {
+                    return ctx.err(
+                        n.bits.span(),
+                        "bift.neighbor.bits",
+                        format!("bit {k} is outside 1..={bits}"),
+                    );
+                }
+                positions.push(k as u16);
+            }
+            entries.push((nbr, positions));
+        }
+        let Some(bift) = Bift::new(bift_id, bsl, &entries) else {
+            return ctx.err(
+                b.bift_id.span(),
+                "bift.neighbor.bits",
+                "a bit position is listed for two neighbors",
+            );
+        };
+        bifts.push(bift);
+    }
+    Ok(bifts)
 }
 
 /// A float in `(lo, hi]`.

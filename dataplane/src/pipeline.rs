@@ -1,20 +1,24 @@
-//! The per-packet graph over a batch: parse, route (or bump), the IOAM role of the packet's
-//! namespace, and the verdict. It owns the node's runtime configuration and its counters. It
-//! opens no socket, reads no clock and allocates nothing per packet: backends hand it a batch
-//! and `now`, and read the verdicts back.
+//! The per-packet graph over a batch: parse, route (or bump, or replicate by PIM-SSM route or
+//! BIER BIFT), the IOAM role of the packet's namespace, postcards, and the verdict. It owns the
+//! node's runtime configuration and its counters. It opens no socket, reads no clock and
+//! allocates nothing per packet: backends hand it a batch, `now` and buffers for replicas, and
+//! read the verdicts back.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
 use crate::aqm::QueueConfig;
+use crate::export::{self, BranchId, Postcard, PostcardKind, PostcardRing};
 use crate::frame::Frame;
 use crate::ioam::{
     self, decapsulate, encapsulate, find_trace, record, EncapError, EncapPlan, HopFacts, NodeData,
     Recorded, Role, TimestampFormat,
 };
+use crate::mcast::{self, Bift, McastMiss, Neighbor, PimTable};
+use crate::wire::ioam::{flags as trace_flags, MAX_TRACE_DATA};
 use crate::wire::{
-    ipv6, Error as WireError, EtherType, EthernetFrame, IoamTrace, Ipv4Packet, Ipv6ExtHeader,
-    Ipv6Packet,
+    bier, ipv6, BierHeader, Error as WireError, EtherType, EthernetFrame, IoamTrace, Ipv4Packet,
+    Ipv6ExtHeader, Ipv6Packet,
 };
 
 /// Most ports one node has.
@@ -85,10 +89,22 @@ pub struct Selector {
 pub struct Namespace {
     pub id: u16,
     pub role: Role,
+    /// What happens to the trace at a branch point (a node that sends more than one copy).
+    pub mode: TraceMode,
     pub node: NodeData,
     /// Encapsulating namespaces: the trace to insert.
     pub plan: Option<EncapPlan>,
     pub select: Vec<Selector>,
+}
+
+/// The telemetry mode of a namespace at branch points (RFC 9630 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceMode {
+    /// The trace rides along into every copy; the end node exports it whole.
+    Trace,
+    /// A branch node exports the section so far with its own ingress-side entry, then starts
+    /// each copy's trace afresh with its per-branch entry; end nodes export the last section.
+    PerSection,
 }
 
 /// A node's validated, immutable runtime configuration.
@@ -105,6 +121,12 @@ pub struct NodeConfig {
     pub routes6: Vec<Route<16>>,
     pub routes4: Vec<Route<4>>,
     pub namespaces: Vec<Namespace>,
+    /// Static PIM-SSM routes (IPv6, and IPv4 IPv4-mapped).
+    pub pim: PimTable,
+    /// BIER forwarding tables, by BIFT-id.
+    pub bifts: Vec<Bift>,
+    /// Bumped by every configuration change; postcards carry it.
+    pub epoch: u32,
 }
 
 /// Why a packet was dropped.
@@ -115,15 +137,27 @@ pub enum DropReason {
     HopLimitExceeded,
     NoHeadroom,
     TooLong,
+    /// A multicast packet that arrived on an interface other than its route's iif.
+    RpfFail,
+    /// A multicast route whose every outgoing interface the packet may not use.
+    NoOif,
+    /// A BIER packet with an empty BitString (RFC 8279 §6.5).
+    BierEmpty,
+    /// No buffer for a replica.
+    NoBuffer,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Malformed,
         DropReason::NoRoute,
         DropReason::HopLimitExceeded,
         DropReason::NoHeadroom,
         DropReason::TooLong,
+        DropReason::RpfFail,
+        DropReason::NoOif,
+        DropReason::BierEmpty,
+        DropReason::NoBuffer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -133,6 +167,10 @@ impl DropReason {
             DropReason::HopLimitExceeded => "hop_limit_exceeded",
             DropReason::NoHeadroom => "no_headroom",
             DropReason::TooLong => "too_long",
+            DropReason::RpfFail => "rpf_fail",
+            DropReason::NoOif => "no_oif",
+            DropReason::BierEmpty => "bier_empty_bitstring",
+            DropReason::NoBuffer => "no_buffer",
         }
     }
 }
@@ -168,6 +206,15 @@ pub struct Counters {
     pub passthrough: u64,
     /// Traces that had no room for this node (Overflow set).
     pub overflow: u64,
+    /// Copies made beyond the first, by PIM or BIER replication.
+    pub replicas: u64,
+    /// BIER bit positions with no BIFT entry, cleared.
+    pub bier_unreachable: u64,
+    /// Copies delivered locally by a BFER.
+    pub bier_local: u64,
+    pub postcards_exported: u64,
+    /// Postcards lost to a full ring (the packets were not).
+    pub postcards_lost: u64,
     pub malformed: [u64; WireError::ALL.len()],
     pub dropped: [u64; DropReason::ALL.len()],
     pub tx_by_port: [u64; MAX_PORTS],
@@ -185,6 +232,11 @@ impl Default for Counters {
             decap: 0,
             passthrough: 0,
             overflow: 0,
+            replicas: 0,
+            bier_unreachable: 0,
+            bier_local: 0,
+            postcards_exported: 0,
+            postcards_lost: 0,
             malformed: [0; WireError::ALL.len()],
             dropped: [0; DropReason::ALL.len()],
             tx_by_port: [0; MAX_PORTS],
@@ -208,6 +260,11 @@ impl Counters {
         self.decap += o.decap;
         self.passthrough += o.passthrough;
         self.overflow += o.overflow;
+        self.replicas += o.replicas;
+        self.bier_unreachable += o.bier_unreachable;
+        self.bier_local += o.bier_local;
+        self.postcards_exported += o.postcards_exported;
+        self.postcards_lost += o.postcards_lost;
         for (a, b) in self.malformed.iter_mut().zip(o.malformed) {
             *a += b;
         }
@@ -248,6 +305,42 @@ impl Sink for CountingSink {
     }
 }
 
+/// Most copies one packet makes.
+pub const MAX_TARGETS: usize = MAX_PORTS;
+/// Words of the largest BitString (BSL 4096).
+const BIER_WORDS: usize = 64;
+
+/// One copy's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Target {
+    port: u16,
+    /// A BFER's own copy: decapsulate and run the inner packet through the graph again.
+    local: bool,
+}
+
+/// What is left to do per copy once the shared work is done.
+#[derive(Debug, Clone)]
+struct Plan {
+    targets: usize,
+    /// Record this node's slot into the trace at this frame range, with the copy's egress.
+    slot: Option<(core::ops::Range<usize>, usize, HopFacts)>,
+    /// BIER: the header's frame offset, header length and TTL to write; the copies'
+    /// BitStrings are in the pipeline's scratch.
+    bier: Option<(usize, usize, u8)>,
+}
+
+impl Plan {
+    fn single() -> Plan {
+        Plan {
+            targets: 1,
+            slot: None,
+            bier: None,
+        }
+    }
+}
+
+type Outcome = Result<Plan, DropReason>;
+
 /// One node's data path.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -257,9 +350,12 @@ pub struct Pipeline {
     queued: [u32; MAX_PORTS],
     /// Buffers in use, as the backend last reported: IOAM's buffer occupancy.
     pub buffer_occupancy: u32,
+    /// Where postcards go; without a ring none are made.
+    pub postcards: Option<Arc<PostcardRing>>,
+    targets: [Target; MAX_TARGETS],
+    /// Per target, its BitString (BIER); the incoming one at the end.
+    bier_words: Box<[u64]>,
 }
-
-type Outcome = Result<u16, DropReason>;
 
 impl Pipeline {
     pub fn new(config: Arc<NodeConfig>) -> Self {
@@ -268,6 +364,12 @@ impl Pipeline {
             counters: Counters::default(),
             queued: [0; MAX_PORTS],
             buffer_occupancy: 0,
+            postcards: None,
+            targets: [Target {
+                port: 0,
+                local: false,
+            }; MAX_TARGETS],
+            bier_words: vec![0u64; (MAX_TARGETS + 1) * BIER_WORDS].into_boxed_slice(),
         }
     }
 
@@ -284,36 +386,123 @@ impl Pipeline {
         &self.counters
     }
 
-    /// Run every packet of the batch through the graph, setting each verdict. `now_ns` is the
-    /// batch's time (ns since the Unix epoch), read once by the caller.
+    /// Run every packet of the batch through the graph without making replicas: a packet with
+    /// several destinations goes to the first, and the others are counted as `no_buffer`.
     pub fn process<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
         &mut self,
         now_ns: u64,
-        batch: &mut [Packet<B>],
+        batch: &mut Vec<Packet<B>>,
+        sink: &mut S,
+    ) {
+        self.process_replicating(now_ns, batch, &mut || None, sink);
+    }
+
+    /// Run every packet of the batch through the graph, setting each verdict. Replicas are
+    /// appended to `batch` with their verdicts set, in buffers from `alloc` (reserve capacity
+    /// for them once, and the steady state allocates nothing); a BFER's local copy is appended
+    /// and run through the graph in the same call. `now_ns` is the batch's time, read once by
+    /// the caller.
+    pub fn process_replicating<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
+        &mut self,
+        now_ns: u64,
+        batch: &mut Vec<Packet<B>>,
+        alloc: &mut dyn FnMut() -> Option<B>,
         sink: &mut S,
     ) {
         self.queued = [0; MAX_PORTS];
         // One reference-count touch per batch, not per packet.
         let config = Arc::clone(&self.config);
-        for (index, p) in batch.iter_mut().enumerate() {
+        let mut i = 0;
+        while i < batch.len() {
+            if batch[i].verdict != Verdict::Pending {
+                i += 1;
+                continue;
+            }
             self.counters.packets_in += 1;
-            self.counters.bytes_in += p.frame.len() as u64;
-            let outcome = self.one(&config, now_ns, index, p, sink);
-            p.verdict = match outcome {
-                Ok(port) => {
-                    self.counters.packets_out += 1;
-                    self.counters.bytes_out += p.frame.len() as u64;
-                    let q = port as usize % MAX_PORTS;
-                    self.counters.tx_by_port[q] += 1;
-                    self.queued[q] += 1;
-                    Verdict::Forward(port)
+            self.counters.bytes_in += batch[i].frame.len() as u64;
+            match self.one(&config, now_ns, i, &mut batch[i], sink) {
+                Err(r) => self.drop_packet(&mut batch[i], r),
+                Ok(plan) => {
+                    for t in 1..plan.targets {
+                        let Some(buf) = alloc() else {
+                            self.counters.dropped[DropReason::NoBuffer as usize] += 1;
+                            continue;
+                        };
+                        let Some(frame) = Frame::from_bytes(buf, batch[i].frame.bytes()) else {
+                            self.counters.dropped[DropReason::NoBuffer as usize] += 1;
+                            continue;
+                        };
+                        let mut copy = Packet {
+                            frame,
+                            rx_port: batch[i].rx_port,
+                            rx_ns: batch[i].rx_ns,
+                            verdict: Verdict::Pending,
+                        };
+                        self.counters.replicas += 1;
+                        self.finish(&config, &mut copy, &plan, t);
+                        batch.push(copy);
+                    }
+                    self.finish(&config, &mut batch[i], &plan, 0);
                 }
-                Err(r) => {
-                    self.counters.dropped[r as usize] += 1;
-                    Verdict::Drop(r)
-                }
-            };
+            }
+            i += 1;
         }
+    }
+
+    fn drop_packet<B>(&mut self, p: &mut Packet<B>, r: DropReason) {
+        self.counters.dropped[r as usize] += 1;
+        p.verdict = Verdict::Drop(r);
+    }
+
+    /// The per-copy work: this copy's IOAM slot and BIER BitString, then its verdict.
+    fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        config: &NodeConfig,
+        p: &mut Packet<B>,
+        plan: &Plan,
+        t: usize,
+    ) {
+        let target = self.targets[t];
+        if let Some((range, ns, facts)) = &plan.slot {
+            if !target.local {
+                let port = config.ports.get(target.port as usize);
+                let f = HopFacts {
+                    egress_if: port.map_or(u16::MAX, |x| x.if_id),
+                    egress_if_wide: port.map_or(u32::MAX, |x| x.if_id_wide),
+                    queue_depth: self.queued[target.port as usize % MAX_PORTS],
+                    ..*facts
+                };
+                let mut tr = IoamTrace::new_unchecked(&mut p.frame.bytes_mut()[range.clone()]);
+                if record(&mut tr, &config.namespaces[*ns].node, &f) == Recorded::Overflow {
+                    self.counters.overflow += 1;
+                }
+            }
+        }
+        if let Some((at, hlen, ttl)) = plan.bier {
+            let words = &self.bier_words[t * BIER_WORDS..];
+            let b = p.frame.bytes_mut();
+            let n = (hlen - bier::HEADER_LEN) / 8;
+            mcast::words_to_bitstring(&words[..n], &mut b[at + bier::HEADER_LEN..at + hlen]);
+            b[at + 3] = ttl;
+            if target.local {
+                // The BFER's copy: strip BIER and hand the inner packet back to the graph.
+                let ethertype: u16 = match BierHeader::new_unchecked(&b[at..]).proto() {
+                    bier::proto::IPV4 => 0x0800,
+                    _ => 0x86dd,
+                };
+                b[at - 2..at].copy_from_slice(&ethertype.to_be_bytes());
+                p.frame.remove_range(at, hlen);
+                self.counters.bier_local += 1;
+                p.verdict = Verdict::Pending;
+                return;
+            }
+        }
+        self.counters.packets_out += 1;
+        self.counters.bytes_out += p.frame.len() as u64;
+        let q = target.port as usize % MAX_PORTS;
+        self.counters.tx_by_port[q] += 1;
+        self.queued[q] += 1;
+        p.verdict = Verdict::Forward(target.port);
     }
 
     fn one<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
@@ -332,11 +521,19 @@ impl Pipeline {
         match eth.ethertype() {
             EtherType::Ipv6 => self.ipv6(config, now_ns, index, p, l3, sink),
             EtherType::Ipv4 => self.ipv4(p, l3),
+            EtherType::Bier => self.bier(config, now_ns, p, l3),
             _ => {
                 self.counters.passthrough += 1;
-                self.bump_egress(p.rx_port).ok_or(DropReason::NoRoute)
+                self.single(self.bump_egress(p.rx_port))
             }
         }
+    }
+
+    /// One destination, or no route.
+    fn single(&mut self, port: Option<u16>) -> Outcome {
+        let port = port.ok_or(DropReason::NoRoute)?;
+        self.targets[0] = Target { port, local: false };
+        Ok(Plan::single())
     }
 
     fn bump_egress(&self, rx: u16) -> Option<u16> {
@@ -367,6 +564,48 @@ impl Pipeline {
         }
     }
 
+    /// Fill the targets of a routed packet: the `(S,G)` route's OIL when there is one (after
+    /// the RPF check, and only interfaces whose TTL threshold the packet passes), or the one
+    /// unicast or bump egress. Returns how many.
+    fn route_targets(
+        &mut self,
+        config: &NodeConfig,
+        rx: u16,
+        src: &[u8; 16],
+        dst: &[u8; 16],
+        hop_limit: u8,
+        unicast: Option<u16>,
+    ) -> Result<usize, DropReason> {
+        if config.forwarding == Forwarding::Route && dst[0] == 0xff
+            || dst[..12] == mcast::v4_mapped([0; 4])[..12] && (224..240).contains(&dst[12])
+        {
+            match config.pim.lookup(src, dst, rx) {
+                Ok(route) => {
+                    let mut n = 0;
+                    for oif in &route.oil {
+                        if oif.port != rx && hop_limit > oif.ttl_threshold && n < MAX_TARGETS {
+                            self.targets[n] = Target {
+                                port: oif.port,
+                                local: false,
+                            };
+                            n += 1;
+                        }
+                    }
+                    return if n == 0 {
+                        Err(DropReason::NoOif)
+                    } else {
+                        Ok(n)
+                    };
+                }
+                Err(McastMiss::RpfFail) => return Err(DropReason::RpfFail),
+                Err(McastMiss::NoRoute) => {}
+            }
+        }
+        let port = unicast.ok_or(DropReason::NoRoute)?;
+        self.targets[0] = Target { port, local: false };
+        Ok(1)
+    }
+
     /// Count a malformed packet by reason, then forward it untouched or drop it by policy.
     fn malformed(&mut self, e: WireError, rx: u16, dst: Option<[u8; 16]>) -> Outcome {
         self.counters.malformed[e.index()] += 1;
@@ -378,7 +617,9 @@ impl Pipeline {
                     (Forwarding::Route, Some(d)) => self.egress6(rx, &d),
                     (Forwarding::Route, None) => None,
                 };
-                egress.ok_or(DropReason::Malformed)
+                let port = egress.ok_or(DropReason::Malformed)?;
+                self.targets[0] = Target { port, local: false };
+                Ok(Plan::single())
             }
         }
     }
@@ -392,9 +633,17 @@ impl Pipeline {
             return self.malformed(WireError::Checksum, p.rx_port, None);
         }
         let ttl = ip.ttl();
-        let egress = self
-            .egress4(p.rx_port, &ip.dst_addr())
-            .ok_or(DropReason::NoRoute)?;
+        let (src, dst) = (mcast::v4_mapped(ip.src_addr()), ip.dst_addr());
+        let unicast = self.egress4(p.rx_port, &dst);
+        let config = Arc::clone(&self.config);
+        let n = self.route_targets(
+            &config,
+            p.rx_port,
+            &src,
+            &mcast::v4_mapped(dst),
+            ttl,
+            unicast,
+        )?;
         self.counters.passthrough += 1;
         if self.config.forwarding == Forwarding::Route {
             if ttl <= 1 {
@@ -402,7 +651,216 @@ impl Pipeline {
             }
             Ipv4Packet::new_unchecked(&mut p.frame.bytes_mut()[l3..]).set_ttl(ttl - 1);
         }
-        Ok(egress)
+        Ok(Plan {
+            targets: n,
+            slot: None,
+            bier: None,
+        })
+    }
+
+    /// Export a postcard, counting it as lost when the ring is full.
+    fn export(&mut self, card: Postcard) {
+        let Some(ring) = &self.postcards else { return };
+        if ring.push(card) {
+            self.counters.postcards_exported += 1;
+        } else {
+            self.counters.postcards_lost += 1;
+        }
+    }
+
+    /// A postcard about the IPv6 packet at `l3` with the trace at `range`.
+    #[allow(clippy::too_many_arguments)]
+    fn postcard(
+        &self,
+        kind: PostcardKind,
+        config: &NodeConfig,
+        ns: &Namespace,
+        bytes: &[u8],
+        l3: usize,
+        trace: &[u8],
+        facts: &HopFacts,
+    ) -> Postcard {
+        let ip = Ipv6Packet::new_unchecked(&bytes[l3..]);
+        let t = IoamTrace::new_unchecked(trace);
+        let mut c = Postcard::new(kind);
+        c.observation_ns = facts.now_ns;
+        c.node_id = ns.node.node_id;
+        c.namespace_id = ns.id;
+        c.trace_type = t.trace_type();
+        c.digest = packet_digest(bytes, l3);
+        c.branch = BranchId::default();
+        c.epoch = config.epoch;
+        c.ingress_if = facts.ingress_if as u32;
+        c.egress_if = facts.egress_if as u32;
+        c.src_addr = ip.src_addr();
+        c.dst_addr = ip.dst_addr();
+        c.flow_label = ip.flow_label();
+        c.hop_limit = facts.hop_limit;
+        c.set_data(&t.data()[t.remaining_len() as usize * 4..]);
+        c
+    }
+
+    /// The IOAM work on an IPv6 packet (at `l3`, possibly inside BIER) that `targets` copies
+    /// will leave with: encapsulate, transit (per copy, in `finish`), decapsulate, and at a
+    /// branch point in per-section mode, export the section and start the trace afresh.
+    #[allow(clippy::too_many_arguments)]
+    fn ioam<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
+        &mut self,
+        config: &NodeConfig,
+        p: &mut Packet<B>,
+        l3: usize,
+        index: usize,
+        targets: usize,
+        facts: HopFacts,
+        sink: &mut S,
+    ) -> Outcome {
+        let bytes = p.frame.bytes();
+        let ip = Ipv6Packet::new_unchecked(&bytes[l3..]);
+        let (src, dst, tc, nh) = (
+            ip.src_addr(),
+            ip.dst_addr(),
+            ip.traffic_class(),
+            ip.next_header(),
+        );
+        let hbh = l3 + ipv6::HEADER_LEN;
+        let trace = if nh == ipv6::next_header::HOP_BY_HOP {
+            let end = hbh + ip.payload_len() as usize;
+            match find_trace(&bytes[..end], hbh) {
+                Ok(t) => t,
+                Err(e) => return self.malformed_multi(e, targets),
+            }
+        } else {
+            None
+        };
+        let plan = |slot| Plan {
+            targets,
+            slot,
+            bier: None,
+        };
+        let Some(loc) = trace else {
+            let udp_port = udp_dst_port(bytes, l3, nh);
+            let Some((ns_index, ns)) = config.namespaces.iter().enumerate().find(|(_, n)| {
+                n.role == Role::Encap
+                    && n.select
+                        .iter()
+                        .any(|s| selects(s, &src, &dst, tc >> 2, udp_port))
+            }) else {
+                self.counters.passthrough += 1;
+                return Ok(plan(None));
+            };
+            let Some(encap) = ns.plan else {
+                self.counters.passthrough += 1;
+                return Ok(plan(None));
+            };
+            let th = match encapsulate(&mut p.frame, l3, &encap) {
+                Ok(th) => th,
+                Err(EncapError::NoHeadroom) => return Err(DropReason::NoHeadroom),
+                Err(EncapError::TooLong) => return Err(DropReason::TooLong),
+            };
+            self.counters.encap += 1;
+            return Ok(plan(Some((
+                th..th + ioam::trace_len(&encap),
+                ns_index,
+                facts,
+            ))));
+        };
+        let range = loc.trace_range();
+        let ns_id = match IoamTrace::new_checked(&bytes[range.clone()]) {
+            Ok(t) => t.namespace_id(),
+            Err(e) => return self.malformed_multi(e, targets),
+        };
+        let Some((ns_index, ns)) = config
+            .namespaces
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.id == ns_id && n.role != Role::Encap)
+        else {
+            self.counters.passthrough += 1;
+            return Ok(plan(None));
+        };
+        if ns.role == Role::Decap {
+            let f = HopFacts {
+                egress_if: config
+                    .ports
+                    .get(self.targets[0].port as usize)
+                    .map_or(u16::MAX, |x| x.if_id),
+                ..facts
+            };
+            let mut t = IoamTrace::new_unchecked(&mut p.frame.bytes_mut()[range.clone()]);
+            if record(&mut t, &ns.node, &f) == Recorded::Overflow {
+                self.counters.overflow += 1;
+            }
+            let bytes = p.frame.bytes();
+            if self.postcards.is_some() {
+                let card = self.postcard(
+                    PostcardKind::EndSection,
+                    config,
+                    ns,
+                    bytes,
+                    l3,
+                    &bytes[range.clone()],
+                    &f,
+                );
+                self.export(card);
+            }
+            sink.trace(&TraceEvent {
+                index,
+                rx_port: p.rx_port,
+                rx_ns: p.rx_ns,
+                timestamp_format: ns.node.timestamp_format,
+                trace: IoamTrace::new_unchecked(&bytes[range]),
+            });
+            decapsulate(&mut p.frame, l3, &loc);
+            self.counters.decap += 1;
+            return Ok(plan(None));
+        }
+        self.counters.transit += 1;
+        if ns.mode == TraceMode::PerSection && targets > 1 {
+            // RFC 9630 §4.2: export the section so far with this node's ingress-side entry ...
+            if self.postcards.is_some() {
+                let mut scratch = [0u8; 8 + MAX_TRACE_DATA];
+                let len = range.len().min(scratch.len());
+                scratch[..len].copy_from_slice(&bytes[range.start..range.start + len]);
+                let f = HopFacts {
+                    egress_if: u16::MAX,
+                    egress_if_wide: u32::MAX,
+                    ..facts
+                };
+                let mut t = IoamTrace::new_unchecked(&mut scratch[..len]);
+                record(&mut t, &ns.node, &f);
+                let card = self.postcard(
+                    PostcardKind::Section,
+                    config,
+                    ns,
+                    bytes,
+                    l3,
+                    &scratch[..len],
+                    &f,
+                );
+                self.export(card);
+            }
+            // ... then every copy starts a fresh section with its per-branch entry.
+            let mut t = IoamTrace::new_unchecked(&mut p.frame.bytes_mut()[range.clone()]);
+            let full = (t.data().len() / 4) as u8;
+            let fl = t.flags();
+            t.set_flags(fl & !trace_flags::OVERFLOW);
+            t.set_remaining_len(full);
+            t.data_mut().fill(0);
+        }
+        Ok(plan(Some((range, ns_index, facts))))
+    }
+
+    /// A malformed IOAM option on a packet that already has its targets.
+    fn malformed_multi(&mut self, e: WireError, targets: usize) -> Outcome {
+        self.counters.malformed[e.index()] += 1;
+        match self.config.malformed {
+            MalformedPolicy::Drop => Err(DropReason::Malformed),
+            MalformedPolicy::Forward => Ok(Plan {
+                targets,
+                slot: None,
+                bier: None,
+            }),
+        }
     }
 
     fn ipv6<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
@@ -425,114 +883,171 @@ impl Pipeline {
                 return self.malformed(e, p.rx_port, dst);
             }
         };
-        let dst = ip.dst_addr();
-        let hbh = l3 + ipv6::HEADER_LEN;
-        let trace = if ip.next_header() == ipv6::next_header::HOP_BY_HOP {
-            // The header must lie within the Payload Length, not just the frame: decapsulation
-            // and encapsulation adjust the Payload Length by its size.
-            let end = hbh + ip.payload_len() as usize;
-            match find_trace(&bytes[..end], hbh) {
-                Ok(t) => t,
-                Err(e) => return self.malformed(e, p.rx_port, Some(dst)),
-            }
-        } else {
-            None
-        };
-        let trace_ns = match trace {
-            Some(loc) => match IoamTrace::new_checked(&bytes[loc.trace_range()]) {
-                Ok(t) => Some((loc, t.namespace_id())),
-                Err(e) => return self.malformed(e, p.rx_port, Some(dst)),
-            },
-            None => None,
-        };
-        let egress = self.egress6(p.rx_port, &dst).ok_or(DropReason::NoRoute)?;
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
         let mut hop_limit = ip.hop_limit();
-        let tc = ip.traffic_class();
-        let src = ip.src_addr();
-        let next_header = ip.next_header();
-        if self.config.forwarding == Forwarding::Route {
+        let unicast = self.egress6(p.rx_port, &dst);
+        let targets = self.route_targets(config, p.rx_port, &src, &dst, hop_limit, unicast)?;
+        if config.forwarding == Forwarding::Route {
             if hop_limit <= 1 {
                 return Err(DropReason::HopLimitExceeded);
             }
             hop_limit -= 1;
             p.frame.bytes_mut()[l3 + 7] = hop_limit;
         }
-        let facts = || {
-            let ports = &config.ports;
-            let (i, e) = (p.rx_port as usize, egress as usize);
-            HopFacts {
-                hop_limit,
-                ingress_if: ports.get(i).map_or(u16::MAX, |x| x.if_id),
-                egress_if: ports.get(e).map_or(u16::MAX, |x| x.if_id),
-                ingress_if_wide: ports.get(i).map_or(u32::MAX, |x| x.if_id_wide),
-                egress_if_wide: ports.get(e).map_or(u32::MAX, |x| x.if_id_wide),
+        let rx = config.ports.get(p.rx_port as usize);
+        let facts = HopFacts {
+            hop_limit,
+            ingress_if: rx.map_or(u16::MAX, |x| x.if_id),
+            egress_if: u16::MAX,
+            ingress_if_wide: rx.map_or(u32::MAX, |x| x.if_id_wide),
+            egress_if_wide: u32::MAX,
+            rx_ns: p.rx_ns,
+            now_ns,
+            queue_depth: 0,
+            buffer_occupancy: self.buffer_occupancy,
+        };
+        self.ioam(config, p, l3, index, targets, facts, sink)
+    }
+
+    /// RFC 8279 §6.5 on a BIER frame: one copy per neighbor with its share of the BitString and
+    /// TTL − 1; the BFER's own copy goes back through the graph without its BIER header. The
+    /// inner IPv6 packet's trace gets this node's per-branch entry, as at a PIM branch point.
+    fn bier<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        config: &NodeConfig,
+        now_ns: u64,
+        p: &mut Packet<B>,
+        l3: usize,
+    ) -> Outcome {
+        let bytes = p.frame.bytes();
+        let h = match BierHeader::new_checked(&bytes[l3..]) {
+            Ok(h) => h,
+            Err(e) => return self.malformed(e, p.rx_port, None),
+        };
+        let Some(bift) = config
+            .bifts
+            .iter()
+            .find(|b| b.bift_id == h.bift_id() && b.bsl == h.bsl())
+        else {
+            return Err(DropReason::NoRoute);
+        };
+        let ttl = h.ttl();
+        let hlen = h.header_len();
+        let n = mcast::words(h.bsl());
+        let incoming = MAX_TARGETS * BIER_WORDS;
+        mcast::bitstring_to_words(h.bitstring(), &mut self.bier_words[incoming..incoming + n]);
+        if self.bier_words[incoming..incoming + n]
+            .iter()
+            .all(|&w| w == 0)
+        {
+            return Err(DropReason::BierEmpty);
+        }
+        if ttl <= 1 {
+            return Err(DropReason::HopLimitExceeded);
+        }
+        let (copies, rest) = self.bier_words.split_at_mut(incoming);
+        let mut count = 0usize;
+        let targets = &mut self.targets;
+        let unreachable = bift.forward(&mut rest[..n], |nbr, bits| {
+            if count < MAX_TARGETS {
+                targets[count] = match nbr {
+                    Neighbor::Port(port) => Target { port, local: false },
+                    Neighbor::Local => Target {
+                        port: 0,
+                        local: true,
+                    },
+                };
+                copies[count * BIER_WORDS..count * BIER_WORDS + n].copy_from_slice(bits);
+                count += 1;
+            }
+        });
+        self.counters.bier_unreachable += unreachable as u64;
+        if count == 0 {
+            return Err(DropReason::NoRoute);
+        }
+        let inner = l3 + hlen;
+        let mut plan = Plan {
+            targets: count,
+            slot: None,
+            bier: Some((l3, hlen, ttl - 1)),
+        };
+        if h.proto() == bier::proto::IPV6 && Ipv6Packet::new_checked(&bytes[inner..]).is_ok() {
+            let rx = config.ports.get(p.rx_port as usize);
+            let facts = HopFacts {
+                hop_limit: bytes[inner + 7],
+                ingress_if: rx.map_or(u16::MAX, |x| x.if_id),
+                egress_if: u16::MAX,
+                ingress_if_wide: rx.map_or(u32::MAX, |x| x.if_id_wide),
+                egress_if_wide: u32::MAX,
                 rx_ns: p.rx_ns,
                 now_ns,
-                queue_depth: self.queued[e % MAX_PORTS],
+                queue_depth: 0,
                 buffer_occupancy: self.buffer_occupancy,
-            }
-        };
-        match trace_ns {
-            Some((loc, ns_id)) => {
-                let Some(ns) = config
-                    .namespaces
-                    .iter()
-                    .find(|n| n.id == ns_id && n.role != Role::Encap)
-                else {
-                    self.counters.passthrough += 1;
-                    return Ok(egress);
-                };
-                let f = facts();
-                let range = loc.trace_range();
-                let mut t = IoamTrace::new_unchecked(&mut p.frame.bytes_mut()[range.clone()]);
-                if record(&mut t, &ns.node, &f) == Recorded::Overflow {
-                    self.counters.overflow += 1;
-                }
-                if ns.role == Role::Decap {
-                    sink.trace(&TraceEvent {
-                        index,
-                        rx_port: p.rx_port,
-                        rx_ns: p.rx_ns,
-                        timestamp_format: ns.node.timestamp_format,
-                        trace: IoamTrace::new_unchecked(&p.frame.bytes()[range]),
-                    });
-                    decapsulate(&mut p.frame, l3, &loc);
-                    self.counters.decap += 1;
-                } else {
-                    self.counters.transit += 1;
-                }
-                Ok(egress)
-            }
-            None => {
-                let udp_port = udp_dst_port(p.frame.bytes(), l3, next_header);
-                let Some(ns) = config.namespaces.iter().find(|n| {
-                    n.role == Role::Encap
-                        && n.select
-                            .iter()
-                            .any(|s| selects(s, &src, &dst, tc >> 2, udp_port))
-                }) else {
-                    self.counters.passthrough += 1;
-                    return Ok(egress);
-                };
-                let Some(plan) = ns.plan else {
-                    self.counters.passthrough += 1;
-                    return Ok(egress);
-                };
-                let f = facts();
-                let th = match encapsulate(&mut p.frame, l3, &plan) {
-                    Ok(th) => th,
-                    Err(EncapError::NoHeadroom) => return Err(DropReason::NoHeadroom),
-                    Err(EncapError::TooLong) => return Err(DropReason::TooLong),
-                };
-                let len = ioam::trace_len(&plan);
-                let mut t = IoamTrace::new_unchecked(&mut p.frame.bytes_mut()[th..th + len]);
-                if record(&mut t, &ns.node, &f) == Recorded::Overflow {
-                    self.counters.overflow += 1;
-                }
-                self.counters.encap += 1;
-                Ok(egress)
-            }
+            };
+            // Only transit work at a BFR: a local copy meets its decapsulating role when it
+            // comes back through the graph as IPv6.
+            let transit = self.inner_transit(config, p, inner, count, facts);
+            plan.slot = transit;
+        } else {
+            self.counters.passthrough += 1;
         }
+        Ok(plan)
+    }
+
+    /// The transit part of [`Self::ioam`] for a packet inside BIER.
+    fn inner_transit<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        config: &NodeConfig,
+        p: &mut Packet<B>,
+        l3: usize,
+        targets: usize,
+        facts: HopFacts,
+    ) -> Option<(core::ops::Range<usize>, usize, HopFacts)> {
+        let bytes = p.frame.bytes();
+        let ip = Ipv6Packet::new_unchecked(&bytes[l3..]);
+        if ip.next_header() != ipv6::next_header::HOP_BY_HOP {
+            self.counters.passthrough += 1;
+            return None;
+        }
+        let hbh = l3 + ipv6::HEADER_LEN;
+        let loc = find_trace(&bytes[..hbh + ip.payload_len() as usize], hbh).ok()??;
+        let range = loc.trace_range();
+        let ns_id = IoamTrace::new_checked(&bytes[range.clone()])
+            .ok()?
+            .namespace_id();
+        let (ns_index, ns) = config
+            .namespaces
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.id == ns_id && n.role == Role::Transit)?;
+        self.counters.transit += 1;
+        let local_only = (0..targets).all(|t| self.targets[t].local);
+        if ns.mode == TraceMode::PerSection && targets > 1 && !local_only {
+            if self.postcards.is_some() {
+                let mut scratch = [0u8; 8 + MAX_TRACE_DATA];
+                let len = range.len().min(scratch.len());
+                scratch[..len].copy_from_slice(&bytes[range.start..range.start + len]);
+                let mut t = IoamTrace::new_unchecked(&mut scratch[..len]);
+                record(&mut t, &ns.node, &facts);
+                let card = self.postcard(
+                    PostcardKind::Section,
+                    config,
+                    ns,
+                    bytes,
+                    l3,
+                    &scratch[..len],
+                    &facts,
+                );
+                self.export(card);
+            }
+            let mut t = IoamTrace::new_unchecked(&mut p.frame.bytes_mut()[range.clone()]);
+            let full = (t.data().len() / 4) as u8;
+            let fl = t.flags();
+            t.set_flags(fl & !trace_flags::OVERFLOW);
+            t.set_remaining_len(full);
+            t.data_mut().fill(0);
+        }
+        Some((range, ns_index, facts))
     }
 }
 
@@ -543,22 +1058,45 @@ fn selects(s: &Selector, src: &[u8; 16], dst: &[u8; 16], dscp: u8, udp: Option<u
         && s.udp_dst_port.is_none_or(|port| udp == Some(port))
 }
 
-/// The UDP destination port, walking Hop-by-Hop and Destination Options headers.
-fn udp_dst_port(bytes: &[u8], l3: usize, mut nh: u8) -> Option<u16> {
+/// The offset and protocol of the upper layer, past Hop-by-Hop and Destination Options.
+fn upper_layer(bytes: &[u8], l3: usize, mut nh: u8) -> Option<(usize, u8)> {
     let mut at = l3 + ipv6::HEADER_LEN;
     for _ in 0..4 {
         match nh {
-            ipv6::next_header::UDP => {
-                let b = bytes.get(at + 2..at + 4)?;
-                return Some(u16::from_be_bytes([b[0], b[1]]));
-            }
             ipv6::next_header::HOP_BY_HOP | ipv6::next_header::DEST_OPTS => {
                 let h = Ipv6ExtHeader::new_checked(bytes.get(at..)?).ok()?;
                 nh = h.next_header();
                 at += h.header_len();
             }
-            _ => return None,
+            _ => return Some((at, nh)),
         }
     }
     None
+}
+
+/// The UDP destination port, walking Hop-by-Hop and Destination Options headers.
+fn udp_dst_port(bytes: &[u8], l3: usize, nh: u8) -> Option<u16> {
+    match upper_layer(bytes, l3, nh)? {
+        (at, ipv6::next_header::UDP) => {
+            let b = bytes.get(at + 2..at + 4)?;
+            Some(u16::from_be_bytes([b[0], b[1]]))
+        }
+        _ => None,
+    }
+}
+
+/// A digest of what no node changes in an IPv6 packet: addresses, flow label, upper-layer
+/// protocol and the first 16 octets of the upper layer (for UDP: its header and the start of
+/// the payload, where a source's sequence number sits).
+pub fn packet_digest(bytes: &[u8], l3: usize) -> u64 {
+    let ip = Ipv6Packet::new_unchecked(&bytes[l3..]);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let flow = ip.flow_label().to_be_bytes();
+    match upper_layer(bytes, l3, ip.next_header()) {
+        Some((at, proto)) => {
+            let end = (at + 16).min(bytes.len());
+            export::digest(&[&src, &dst, &flow[1..], &[proto], &bytes[at.min(end)..end]])
+        }
+        None => export::digest(&[&src, &dst, &flow[1..]]),
+    }
 }

@@ -413,13 +413,18 @@ impl Pipeline {
         // One reference-count touch per batch, not per packet.
         let config = Arc::clone(&self.config);
         let mut i = 0;
+        // Set when a BFER's own copy comes round again as the inner packet: not a new arrival.
+        let mut again = false;
         while i < batch.len() {
             if batch[i].verdict != Verdict::Pending {
                 i += 1;
+                again = false;
                 continue;
             }
-            self.counters.packets_in += 1;
-            self.counters.bytes_in += batch[i].frame.len() as u64;
+            if !again {
+                self.counters.packets_in += 1;
+                self.counters.bytes_in += batch[i].frame.len() as u64;
+            }
             match self.one(&config, now_ns, i, &mut batch[i], sink) {
                 Err(r) => self.drop_packet(&mut batch[i], r),
                 Ok(plan) => {
@@ -445,6 +450,11 @@ impl Pipeline {
                     self.finish(&config, &mut batch[i], &plan, 0);
                 }
             }
+            if batch[i].verdict == Verdict::Pending {
+                again = true;
+                continue;
+            }
+            again = false;
             i += 1;
         }
     }
@@ -1098,5 +1108,365 @@ pub fn packet_digest(bytes: &[u8], l3: usize) -> u64 {
             export::digest(&[&src, &dst, &flow[1..], &[proto], &bytes[at.min(end)..end]])
         }
         None => export::digest(&[&src, &dst, &flow[1..]]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::HEADROOM;
+    use crate::ioam::Hops;
+    use crate::mcast::{Oif, SgRoute};
+    use crate::wire::BierRepr;
+
+    const S: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    const G: [u8; 16] = [0xff, 0x3e, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 1];
+
+    fn node(id: u32) -> NodeData {
+        NodeData {
+            node_id: id,
+            node_id_wide: id as u64,
+            namespace_data: 0,
+            namespace_data_wide: 0,
+            timestamp_format: TimestampFormat::Ptp,
+            snapshot: None,
+        }
+    }
+
+    fn ns(id: u32, role: Role, mode: TraceMode) -> Namespace {
+        let n = node(id);
+        Namespace {
+            id: 1,
+            role,
+            mode,
+            node: n,
+            plan: (role == Role::Encap).then(|| EncapPlan::new(1, 0xf8_0000, 8, &n)),
+            select: vec![Selector {
+                dst: Some(Prefix {
+                    addr: [0xff; 16],
+                    len: 8,
+                }),
+                ..Selector::default()
+            }],
+        }
+    }
+
+    /// Node `id` with ports in (if id·10), b1.. (if id·10 + k), routing, one namespace.
+    fn config(id: u32, role: Role, mode: TraceMode, oil: &[u8]) -> NodeConfig {
+        let ports = (0..=oil.len() as u16)
+            .map(|k| Port {
+                name: format!("p{k}"),
+                if_id: id as u16 * 10 + k,
+                if_id_wide: id * 10 + k as u32,
+                queue: None,
+            })
+            .collect();
+        NodeConfig {
+            name: format!("n{id}"),
+            node_id: id,
+            forwarding: Forwarding::Route,
+            malformed: MalformedPolicy::Drop,
+            timestamp_format: TimestampFormat::Ptp,
+            ports,
+            routes6: vec![Route {
+                prefix: Prefix {
+                    addr: [0; 16],
+                    len: 0,
+                },
+                port: 1,
+            }],
+            routes4: vec![],
+            namespaces: vec![ns(id, role, mode)],
+            pim: PimTable {
+                routes: vec![SgRoute {
+                    source: S,
+                    group: G,
+                    iif: 0,
+                    oil: oil
+                        .iter()
+                        .map(|&t| Oif {
+                            port: t as u16,
+                            ttl_threshold: 1,
+                        })
+                        .collect(),
+                }],
+            },
+            bifts: vec![],
+            epoch: 7,
+        }
+    }
+
+    fn udp6(hop_limit: u8) -> Vec<u8> {
+        let mut p = vec![0x33, 0x33, 0x80, 0, 0, 1, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        p.extend_from_slice(&[0x60, 0, 0, 0, 0, 12, 17, hop_limit]);
+        p.extend_from_slice(&S);
+        p.extend_from_slice(&G);
+        p.extend_from_slice(&[0x13, 0x88, 0x13, 0x89, 0, 12, 0, 0, 0, 0, 0, 42]);
+        p
+    }
+
+    fn buf() -> Vec<u8> {
+        vec![0u8; HEADROOM + 2048]
+    }
+
+    fn packet(bytes: &[u8]) -> Packet<Vec<u8>> {
+        Packet {
+            frame: Frame::from_bytes(buf(), bytes).unwrap(),
+            rx_port: 0,
+            rx_ns: 1_000,
+            verdict: Verdict::Pending,
+        }
+    }
+
+    fn run(p: &mut Pipeline, bytes: &[u8]) -> Vec<Packet<Vec<u8>>> {
+        let mut batch = vec![packet(bytes)];
+        p.process_replicating(
+            2_000,
+            &mut batch,
+            &mut || Some(buf()),
+            &mut CountingSink::default(),
+        );
+        batch
+    }
+
+    /// The newest entry of a frame's trace, and RemainingLen.
+    fn newest(f: &[u8]) -> (crate::ioam::HopRecord, u8, usize) {
+        let loc = find_trace(f, 54).unwrap().unwrap();
+        let t = IoamTrace::new_checked(&f[loc.trace_range()]).unwrap();
+        let rem = t.remaining_len();
+        let hops = Hops::new(t.clone()).count();
+        (Hops::new(t).next().unwrap(), rem, hops)
+    }
+
+    /// An encapsulated packet as node 1 sends it (one entry).
+    fn from_encap() -> Vec<u8> {
+        let mut p = Pipeline::new(Arc::new(config(1, Role::Encap, TraceMode::Trace, &[1])));
+        run(&mut p, &udp6(64)).remove(0).frame.bytes().to_vec()
+    }
+
+    #[test]
+    fn pim_branch_gives_each_copy_its_own_egress_entry() {
+        let mut p = Pipeline::new(Arc::new(config(
+            2,
+            Role::Transit,
+            TraceMode::Trace,
+            &[1, 2, 3],
+        )));
+        let out = run(&mut p, &from_encap());
+        let v: Vec<_> = out.iter().map(|p| p.verdict).collect();
+        assert_eq!(
+            v,
+            [
+                Verdict::Forward(1),
+                Verdict::Forward(2),
+                Verdict::Forward(3)
+            ]
+        );
+        for (k, o) in out.iter().enumerate() {
+            let (h, rem, hops) = newest(o.frame.bytes());
+            assert_eq!(h.node_id, Some(2));
+            assert_eq!(h.hop_limit, Some(62), "decremented once, by each router");
+            assert_eq!((h.ingress_if, h.egress_if), (Some(20), Some(21 + k as u16)));
+            assert_eq!(
+                (rem, hops),
+                (40 - 10, 2),
+                "trace mode keeps the upstream entry"
+            );
+        }
+        assert_eq!(p.counters().replicas, 2);
+        assert_eq!(p.counters().packets_out, 3);
+        assert_eq!(p.counters().transit, 1);
+    }
+
+    #[test]
+    fn rpf_ttl_threshold_and_missing_buffers() {
+        let mut p = Pipeline::new(Arc::new(config(
+            2,
+            Role::Transit,
+            TraceMode::Trace,
+            &[1, 2],
+        )));
+        let mut wrong = packet(&from_encap());
+        wrong.rx_port = 1;
+        let mut batch = vec![wrong];
+        p.process(0, &mut batch, &mut CountingSink::default());
+        assert_eq!(batch[0].verdict, Verdict::Drop(DropReason::RpfFail));
+
+        let mut cfg = config(2, Role::Transit, TraceMode::Trace, &[1, 2]);
+        cfg.pim.routes[0].oil[1].ttl_threshold = 63;
+        let mut p = Pipeline::new(Arc::new(cfg));
+        let out = run(&mut p, &from_encap());
+        assert_eq!(out.len(), 1, "hop limit 63 does not pass threshold 63");
+
+        // Without buffers the first copy still goes; the others are counted.
+        let mut p = Pipeline::new(Arc::new(config(
+            2,
+            Role::Transit,
+            TraceMode::Trace,
+            &[1, 2, 3],
+        )));
+        let mut batch = vec![packet(&from_encap())];
+        p.process(0, &mut batch, &mut CountingSink::default());
+        assert_eq!(batch.len(), 1);
+        assert_eq!(p.counters().dropped[DropReason::NoBuffer as usize], 2);
+    }
+
+    #[test]
+    fn per_section_exports_the_section_and_restarts_each_copy() {
+        let ring = Arc::new(PostcardRing::new(8));
+        let mut p = Pipeline::new(Arc::new(config(
+            2,
+            Role::Transit,
+            TraceMode::PerSection,
+            &[1, 2],
+        )));
+        p.postcards = Some(Arc::clone(&ring));
+        let input = from_encap();
+        let out = run(&mut p, &input);
+        assert_eq!(out.len(), 2);
+        let card = ring.pop().unwrap();
+        assert!(ring.pop().is_none(), "one section per packet, not per copy");
+        assert_eq!(card.kind, PostcardKind::Section);
+        assert_eq!((card.node_id, card.epoch, card.ingress_if), (2, 7, 20));
+        assert_eq!(card.digest, packet_digest(&input, 14));
+        assert_eq!(
+            card.data().len(),
+            2 * 20,
+            "encap's entry and this node's ingress entry"
+        );
+        // Newest first: this node, egress unknown yet.
+        assert_eq!(&card.data()[..4], &[62, 0, 0, 2]);
+        assert_eq!(&card.data()[4..8], &[0, 20, 0xff, 0xff]);
+        assert_eq!(
+            &card.data()[20..24],
+            &[63, 0, 0, 1],
+            "the encap router decremented too"
+        );
+        for (k, o) in out.iter().enumerate() {
+            let (h, rem, hops) = newest(o.frame.bytes());
+            assert_eq!(
+                (rem, hops),
+                (40 - 5, 1),
+                "a fresh section: this node's entry only"
+            );
+            assert_eq!(h.egress_if, Some(21 + k as u16));
+            assert_eq!(
+                packet_digest(o.frame.bytes(), 14),
+                card.digest,
+                "digest survives"
+            );
+        }
+        assert_eq!(p.counters().postcards_exported, 1);
+    }
+
+    #[test]
+    fn decap_exports_the_end_section_and_restores_the_packet() {
+        let ring = Arc::new(PostcardRing::new(8));
+        let mut p = Pipeline::new(Arc::new(config(
+            3,
+            Role::Decap,
+            TraceMode::PerSection,
+            &[1],
+        )));
+        p.postcards = Some(Arc::clone(&ring));
+        let out = run(&mut p, &from_encap());
+        let card = ring.pop().unwrap();
+        assert_eq!(card.kind, PostcardKind::EndSection);
+        assert_eq!(&card.data()[..4], &[62, 0, 0, 3]);
+        let mut want = udp6(64);
+        want[21] = 62;
+        assert_eq!(out[0].frame.bytes(), &want[..]);
+    }
+
+    fn bier_frame(bits: u8, inner: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 9, 2, 0, 0, 0, 0, 1, 0xab, 0x37];
+        let mut h = [0u8; 20];
+        BierRepr {
+            bift_id: 1,
+            tc: 0,
+            s: true,
+            ttl: 16,
+            version: 0,
+            bsl: 1,
+            entropy: 0,
+            oam: 0,
+            dscp: 0,
+            proto: bier::proto::IPV6,
+            bfir_id: 4,
+            bitstring: &[0, 0, 0, 0, 0, 0, 0, bits],
+        }
+        .emit(&mut h);
+        f.extend_from_slice(&h);
+        f.extend_from_slice(&inner[14..]);
+        f
+    }
+
+    /// RFC 8279 §6.3 at B: BitString 0111 gives C 0011 and E 0100, TTL − 1, and B's entry in
+    /// each copy's inner trace names the copy's egress.
+    #[test]
+    fn bier_at_b_follows_rfc8279_and_stamps_the_branch() {
+        let mut cfg = config(2, Role::Transit, TraceMode::Trace, &[1, 2, 3]);
+        cfg.bifts = vec![Bift::new(
+            1,
+            1,
+            &[
+                (Neighbor::Port(2), vec![1, 2]),
+                (Neighbor::Port(3), vec![3]),
+                (Neighbor::Port(1), vec![4]),
+            ],
+        )
+        .unwrap()];
+        let mut p = Pipeline::new(Arc::new(cfg));
+        let out = run(&mut p, &bier_frame(0b0111, &from_encap()));
+        let got: Vec<_> = out
+            .iter()
+            .map(|o| {
+                let h = BierHeader::new_checked(&o.frame.bytes()[14..]).unwrap();
+                (o.verdict, h.bitstring()[7], h.ttl())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Verdict::Forward(2), 0b0011, 15),
+                (Verdict::Forward(3), 0b0100, 15)
+            ]
+        );
+        for o in &out {
+            let inner = &o.frame.bytes()[14 + 20..];
+            let mut eth = o.frame.bytes()[..14].to_vec();
+            eth[12..14].copy_from_slice(&[0x86, 0xdd]);
+            eth.extend_from_slice(inner);
+            let (h, _, hops) = newest(&eth);
+            assert_eq!(hops, 2);
+            let Verdict::Forward(port) = o.verdict else {
+                panic!()
+            };
+            assert_eq!(h.egress_if, Some(20 + port));
+        }
+        let mut empty = vec![packet(&bier_frame(0, &from_encap()))];
+        p.process(0, &mut empty, &mut CountingSink::default());
+        assert_eq!(empty[0].verdict, Verdict::Drop(DropReason::BierEmpty));
+    }
+
+    /// A BFER: its own bit sends the inner packet back through the graph, where the decap
+    /// role takes the trace off and the route delivers it.
+    #[test]
+    fn bfer_decapsulates_bier_then_ioam() {
+        let mut cfg = config(4, Role::Decap, TraceMode::Trace, &[1]);
+        cfg.pim.routes.clear();
+        cfg.bifts = vec![Bift::new(1, 1, &[(Neighbor::Local, vec![1])]).unwrap()];
+        let mut p = Pipeline::new(Arc::new(cfg));
+        let mut sink = CountingSink::default();
+        let mut batch = vec![packet(&bier_frame(0b0001, &from_encap()))];
+        p.process_replicating(0, &mut batch, &mut || Some(buf()), &mut sink);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].verdict, Verdict::Forward(1));
+        assert_eq!(sink.traces, 1);
+        let mut want = udp6(64);
+        want[21] = 62; // the encap router's and the BFER's decrement
+        want[..6].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+        assert_eq!(batch[0].frame.bytes(), &want[..]);
+        assert_eq!((p.counters().bier_local, p.counters().decap), (1, 1));
     }
 }

@@ -290,7 +290,7 @@ pub fn run_chain(opts: &LabOptions) -> Result<Value> {
         for (i, node) in nodes.iter_mut().enumerate() {
             let now = now_ns();
             while batch.len() < 32 {
-                let Some(f) = links[i].recv() else { break };
+                let Some(f) = links[i].recv(now) else { break };
                 // A zero-latency link: the frame arrived when its sender sent it, so transit
                 // delay covers the time it waited on this node's ingress.
                 batch.push(Packet {

@@ -826,38 +826,52 @@ impl Pipeline {
         }
         self.counters.transit += 1;
         if ns.mode == TraceMode::PerSection && targets > 1 {
-            // RFC 9630 §4.2: export the section so far with this node's ingress-side entry ...
-            if self.postcards.is_some() {
-                let mut scratch = [0u8; 8 + MAX_TRACE_DATA];
-                let len = range.len().min(scratch.len());
-                scratch[..len].copy_from_slice(&bytes[range.start..range.start + len]);
-                let f = HopFacts {
-                    egress_if: u16::MAX,
-                    egress_if_wide: u32::MAX,
-                    ..facts
-                };
-                let mut t = IoamTrace::new_unchecked(&mut scratch[..len]);
-                record(&mut t, &ns.node, &f);
-                let card = self.postcard(
-                    PostcardKind::Section,
-                    config,
-                    ns,
-                    bytes,
-                    l3,
-                    &scratch[..len],
-                    &f,
-                );
-                self.export(card);
-            }
-            // ... then every copy starts a fresh section with its per-branch entry.
-            let mut t = IoamTrace::new_unchecked(&mut p.frame.bytes_mut()[range.clone()]);
-            let full = (t.data().len() / 4) as u8;
-            let fl = t.flags();
-            t.set_flags(fl & !trace_flags::OVERFLOW);
-            t.set_remaining_len(full);
-            t.data_mut().fill(0);
+            self.section_break(config, ns, p, l3, range.clone(), facts);
         }
         Ok(plan(Some((range, ns_index, facts))))
+    }
+
+    /// RFC 9630 §4.2 at a branch point: export the section so far with this node's
+    /// ingress-side entry (egress unknown: all ones), then clear the trace so that every copy
+    /// starts a fresh section with its per-branch entry.
+    fn section_break<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        config: &NodeConfig,
+        ns: &Namespace,
+        p: &mut Packet<B>,
+        l3: usize,
+        range: core::ops::Range<usize>,
+        facts: HopFacts,
+    ) {
+        if self.postcards.is_some() {
+            let bytes = p.frame.bytes();
+            let mut scratch = [0u8; 8 + MAX_TRACE_DATA];
+            let len = range.len().min(scratch.len());
+            scratch[..len].copy_from_slice(&bytes[range.start..range.start + len]);
+            let f = HopFacts {
+                egress_if: u16::MAX,
+                egress_if_wide: u32::MAX,
+                ..facts
+            };
+            let mut t = IoamTrace::new_unchecked(&mut scratch[..len]);
+            record(&mut t, &ns.node, &f);
+            let card = self.postcard(
+                PostcardKind::Section,
+                config,
+                ns,
+                bytes,
+                l3,
+                &scratch[..len],
+                &f,
+            );
+            self.export(card);
+        }
+        let mut t = IoamTrace::new_unchecked(&mut p.frame.bytes_mut()[range]);
+        let full = (t.data().len() / 4) as u8;
+        let fl = t.flags();
+        t.set_flags(fl & !trace_flags::OVERFLOW);
+        t.set_remaining_len(full);
+        t.data_mut().fill(0);
     }
 
     /// A malformed IOAM option on a packet that already has its targets.
@@ -994,70 +1008,79 @@ impl Pipeline {
                 queue_depth: 0,
                 buffer_occupancy: self.buffer_occupancy,
             };
-            // Only transit work at a BFR: a local copy meets its decapsulating role when it
-            // comes back through the graph as IPv6.
-            let transit = self.inner_transit(config, p, inner, count, facts);
-            plan.slot = transit;
+            // Encap at the BFIR, transit at a BFR: a local copy meets its decapsulating role
+            // when it comes back through the graph as IPv6.
+            plan.slot = self.inner_ioam(config, p, inner, count, facts)?;
         } else {
             self.counters.passthrough += 1;
         }
         Ok(plan)
     }
 
-    /// The transit part of [`Self::ioam`] for a packet inside BIER.
-    fn inner_transit<B: AsRef<[u8]> + AsMut<[u8]>>(
+    /// The encapsulating and transit parts of [`Self::ioam`] for a packet inside BIER (a BFIR
+    /// inserts the trace; BFRs record their per-branch entries).
+    fn inner_ioam<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         config: &NodeConfig,
         p: &mut Packet<B>,
         l3: usize,
         targets: usize,
         facts: HopFacts,
-    ) -> Option<(core::ops::Range<usize>, usize, HopFacts)> {
+    ) -> Result<Option<(core::ops::Range<usize>, usize, HopFacts)>, DropReason> {
         let bytes = p.frame.bytes();
         let ip = Ipv6Packet::new_unchecked(&bytes[l3..]);
-        if ip.next_header() != ipv6::next_header::HOP_BY_HOP {
-            self.counters.passthrough += 1;
-            return None;
-        }
         let hbh = l3 + ipv6::HEADER_LEN;
-        let loc = find_trace(&bytes[..hbh + ip.payload_len() as usize], hbh).ok()??;
+        let loc = if ip.next_header() == ipv6::next_header::HOP_BY_HOP {
+            find_trace(&bytes[..hbh + ip.payload_len() as usize], hbh)
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let Some(loc) = loc else {
+            let (src, dst, tc) = (ip.src_addr(), ip.dst_addr(), ip.traffic_class());
+            let udp_port = udp_dst_port(bytes, l3, ip.next_header());
+            let encap = config.namespaces.iter().enumerate().find(|(_, n)| {
+                n.role == Role::Encap
+                    && n.select
+                        .iter()
+                        .any(|s| selects(s, &src, &dst, tc >> 2, udp_port))
+            });
+            let Some((ns_index, Some(plan))) = encap.map(|(i, n)| (i, n.plan)) else {
+                self.counters.passthrough += 1;
+                return Ok(None);
+            };
+            let th = match encapsulate(&mut p.frame, l3, &plan) {
+                Ok(th) => th,
+                Err(EncapError::NoHeadroom) => return Err(DropReason::NoHeadroom),
+                Err(EncapError::TooLong) => return Err(DropReason::TooLong),
+            };
+            self.counters.encap += 1;
+            return Ok(Some((th..th + ioam::trace_len(&plan), ns_index, facts)));
+        };
         let range = loc.trace_range();
-        let ns_id = IoamTrace::new_checked(&bytes[range.clone()])
-            .ok()?
-            .namespace_id();
-        let (ns_index, ns) = config
+        let Some(ns_id) = IoamTrace::new_checked(&bytes[range.clone()])
+            .ok()
+            .map(|t| t.namespace_id())
+        else {
+            self.counters.passthrough += 1;
+            return Ok(None);
+        };
+        let Some((ns_index, ns)) = config
             .namespaces
             .iter()
             .enumerate()
-            .find(|(_, n)| n.id == ns_id && n.role == Role::Transit)?;
+            .find(|(_, n)| n.id == ns_id && n.role == Role::Transit)
+        else {
+            self.counters.passthrough += 1;
+            return Ok(None);
+        };
         self.counters.transit += 1;
         let local_only = (0..targets).all(|t| self.targets[t].local);
         if ns.mode == TraceMode::PerSection && targets > 1 && !local_only {
-            if self.postcards.is_some() {
-                let mut scratch = [0u8; 8 + MAX_TRACE_DATA];
-                let len = range.len().min(scratch.len());
-                scratch[..len].copy_from_slice(&bytes[range.start..range.start + len]);
-                let mut t = IoamTrace::new_unchecked(&mut scratch[..len]);
-                record(&mut t, &ns.node, &facts);
-                let card = self.postcard(
-                    PostcardKind::Section,
-                    config,
-                    ns,
-                    bytes,
-                    l3,
-                    &scratch[..len],
-                    &facts,
-                );
-                self.export(card);
-            }
-            let mut t = IoamTrace::new_unchecked(&mut p.frame.bytes_mut()[range.clone()]);
-            let full = (t.data().len() / 4) as u8;
-            let fl = t.flags();
-            t.set_flags(fl & !trace_flags::OVERFLOW);
-            t.set_remaining_len(full);
-            t.data_mut().fill(0);
+            self.section_break(config, ns, p, l3, range.clone(), facts);
         }
-        Some((range, ns_index, facts))
+        Ok(Some((range, ns_index, facts)))
     }
 }
 

@@ -186,17 +186,13 @@ pub struct ExporterStatsRecord {
 }
 
 /// `ns` since the Unix epoch as dateTimeNanoseconds: NTP seconds and a 2^-32 s fraction
-/// (RFC 7011 §6.1.10). The fraction is rounded, so [`ntp_to_unix_ns`] gives `ns` back exactly.
+/// (RFC 7011 §6.1.10). The fraction is rounded up, so that a decoder that truncates (tshark,
+/// [`ntp_to_unix_ns`]) gets `ns` back exactly: one fraction unit is 0.23 ns.
 pub fn unix_ns_to_ntp(ns: u64) -> u64 {
     let secs = ns / 1_000_000_000 + NTP_UNIX_OFFSET;
     let sub = ns % 1_000_000_000;
-    let frac = ((sub << 32) + 500_000_000) / 1_000_000_000;
-    // 999_999_999.9 ns rounds to a whole second.
-    let (secs, frac) = if frac >> 32 != 0 {
-        (secs + 1, 0)
-    } else {
-        (secs, frac)
-    };
+    // At most ceil(999_999_999 · 2^32 / 10^9) = 2^32 − 5: never a carry into the seconds.
+    let frac = ((sub << 32) + 999_999_999) / 1_000_000_000;
     (secs & 0xffff_ffff) << 32 | frac
 }
 
@@ -210,7 +206,7 @@ pub fn ntp_to_unix_ns(ntp: u64) -> u64 {
     } else {
         secs + (1 << 32) - NTP_UNIX_OFFSET
     };
-    unix_secs * 1_000_000_000 + ((frac * 1_000_000_000 + (1 << 31)) >> 32)
+    unix_secs * 1_000_000_000 + ((frac * 1_000_000_000) >> 32)
 }
 
 /// The template set (template 256) plus the options template set (template 257), as one

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod exporter;
 pub mod ipfix;
 pub mod lab;
 pub mod replay;

@@ -6,6 +6,7 @@
 //! rings ([`exporter`]), and the collector that rebuilds the multicast tree ([`collector`]).
 #![forbid(unsafe_code)]
 
+pub mod collector;
 pub mod config;
 pub mod exporter;
 pub mod ipfix;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mtnode_control::{config, lab, replay, sim};
+use mtnode_control::{collector, config, ipfix, lab, replay, sim};
 
 /// mtnode: a multicast telemetry node (IOAM trace insert/transit/strip, postcards, AQM).
 #[derive(Debug, Parser)]
@@ -64,6 +64,28 @@ enum Command {
         /// Print stats.json to stdout too.
         #[arg(long)]
         json: bool,
+    },
+    /// Collect IPFIX postcards over UDP and rebuild the multicast tree from them.
+    Collect {
+        /// UDP address to listen on, e.g. 0.0.0.0:4739 or [::]:4739.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write the tree as Graphviz dot to this file.
+        #[arg(long)]
+        dot: Option<PathBuf>,
+        /// Stop after this many postcards.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many milliseconds. With neither --count nor --timeout-ms, the
+        /// collector runs until killed and prints its report every 10 seconds.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Private Enterprise Number of mtnode's enterprise-specific fields.
+        #[arg(long, default_value_t = ipfix::DEFAULT_ENTERPRISE_NUMBER)]
+        enterprise_number: u32,
     },
     /// Closed-loop simulations that drive mtnode's real queue code.
     Sim {
@@ -128,8 +150,49 @@ fn parse_aqm(s: &str) -> Result<sim::AqmKind> {
     }
 }
 
+fn print_collect(
+    c: &collector::Collector,
+    json: bool,
+    dot: Option<&std::path::Path>,
+) -> Result<()> {
+    let report = c.report();
+    if let Some(path) = dot {
+        std::fs::write(path, collector::to_dot(&c.tree()))
+            .with_context(|| format!("--dot {}", path.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", collector::render(&report));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Collect {
+            listen,
+            json,
+            dot,
+            count,
+            timeout_ms,
+            enterprise_number,
+        } => {
+            let socket =
+                std::net::UdpSocket::bind(listen).with_context(|| format!("--listen {listen}"))?;
+            let mut c = collector::Collector::new(enterprise_number);
+            if count.is_none() && timeout_ms.is_none() {
+                loop {
+                    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    c.run(&socket, None, Some(until))?;
+                    print_collect(&c, json, dot.as_deref())?;
+                }
+            }
+            let deadline = timeout_ms
+                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
+            c.run(&socket, count, deadline)?;
+            print_collect(&c, json, dot.as_deref())?;
+        }
         Command::Lab {
             packets,
             source_rate,

@@ -64,16 +64,18 @@ struct MrouteSection {
     source: Spanned<String>,
     group: Spanned<String>,
     iif: Spanned<String>,
-    oil: Vec<OifSection>,
+    oil: Spanned<Vec<OifSection>>,
 }
 
+/// An outgoing port by name, or with a TTL threshold. (serde's untagged enums cannot carry
+/// spans: errors in here point at the route's `oil` line.)
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum OifSection {
-    Name(Spanned<String>),
+    Name(String),
     Full {
-        port: Spanned<String>,
-        ttl_threshold: Option<Spanned<i64>>,
+        port: String,
+        ttl_threshold: Option<i64>,
     },
 }
 
@@ -405,11 +407,16 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
             }
         }
     }
-    if forwarding == Forwarding::Route && routes6.is_empty() && routes4.is_empty() {
+    if forwarding == Forwarding::Route
+        && routes6.is_empty()
+        && routes4.is_empty()
+        && raw.mroute.is_empty()
+        && raw.bift.is_empty()
+    {
         return ctx.err(
             0..0,
             "route",
-            "`route` forwarding needs at least one [[route]]",
+            "`route` forwarding needs at least one [[route]], [[mroute]] or [[bift]]",
         );
     }
     routes6.sort_by_key(|r| std::cmp::Reverse(r.prefix.len));
@@ -576,24 +583,32 @@ fn parse_mroutes(
         }
         let iif = port_index(&m.iif, "mroute.iif")?;
         let mut oil: Vec<Oif> = Vec::new();
-        for o in &m.oil {
+        for o in m.oil.get_ref() {
             let (name, ttl) = match o {
                 OifSection::Name(n) => (n, None),
                 OifSection::Full {
                     port,
                     ttl_threshold,
-                } => (port, ttl_threshold.as_ref()),
+                } => (port, *ttl_threshold),
             };
-            let port = port_index(name, "mroute.oil")?;
+            let spanned = Spanned::new(m.oil.span(), name.clone());
+            let port = port_index(&spanned, "mroute.oil")?;
             if port == iif || oil.iter().any(|x| x.port == port) {
                 return ctx.err(
-                    name.span(),
+                    m.oil.span(),
                     "mroute.oil",
-                    format!("`{}` is the iif or listed twice", name.get_ref()),
+                    format!("`{name}` is the iif or listed twice"),
                 );
             }
             let ttl_threshold = match ttl {
-                Some(t) => ctx.ranged(t, "mroute.oil.ttl_threshold", 255)? as u8,
+                Some(t) if (0..=255).contains(&t) => t as u8,
+                Some(t) => {
+                    return ctx.err(
+                        m.oil.span(),
+                        "mroute.oil.ttl_threshold",
+                        format!("{t} is out of range 0..=255"),
+                    )
+                }
                 None => 1,
             };
             oil.push(Oif {

@@ -192,7 +192,7 @@ pub fn unix_ns_to_ntp(ns: u64) -> u64 {
     let secs = ns / 1_000_000_000 + NTP_UNIX_OFFSET;
     let sub = ns % 1_000_000_000;
     // At most ceil(999_999_999 · 2^32 / 10^9) = 2^32 − 5: never a carry into the seconds.
-    let frac = ((sub << 32) + 999_999_999) / 1_000_000_000;
+    let frac = (sub << 32).div_ceil(1_000_000_000);
     (secs & 0xffff_ffff) << 32 | frac
 }
 
@@ -642,7 +642,9 @@ pub struct PostcardDecoder {
     has_kind: bool,
 }
 
-/// What a data record decoded into.
+/// What a data record decoded into. The postcard stays inline: the collector decodes into it
+/// record after record, and boxing would allocate per record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded {
     Postcard(Postcard),

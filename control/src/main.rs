@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mtnode_control::{collector, config, ipfix, lab, replay, sim};
+use mtnode_control::{collector, config, ipfix, lab, replay, sim, topology};
 
 /// mtnode: a multicast telemetry node (IOAM trace insert/transit/strip, postcards, AQM).
 #[derive(Debug, Parser)]
@@ -19,21 +19,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run in-process nodes joined by memory links and report the rebuilt path.
+    /// Run in-process nodes joined by memory links, rebuild the tree from their postcards.
     Lab {
+        /// A topology file, or a built-in: figure5 (default), rfc8279, chain:N,
+        /// random:SEED:NODES.
+        #[arg(long, default_value = "figure5")]
+        topology: String,
+        /// trace or per-section (default: both, one report each).
+        #[arg(long)]
+        mode: Option<String>,
+        /// Replicate by pim or bier (default: the topology's).
+        #[arg(long)]
+        replication: Option<String>,
         /// Packets the source sends.
         #[arg(long, default_value_t = 1000)]
         packets: u32,
-        /// Source rate, Mb/s on the wire (default: as fast as the nodes take them, or 20 with
-        /// a bottleneck).
+        /// Source rate, Mb/s on the wire (default: the topology's; 0 = as fast as possible).
         #[arg(long)]
         source_rate: Option<f64>,
         /// Send ECT(0), so AQMs mark instead of dropping.
         #[arg(long)]
         ecn: bool,
-        /// Shape the egress of this chain node (1-3) into a bottleneck.
+        /// Put a shaped, AQM-managed bottleneck on the link FROM-TO (node names).
         #[arg(long)]
-        bottleneck: Option<usize>,
+        bottleneck: Option<String>,
         /// The bottleneck's rate, Mb/s.
         #[arg(long, default_value_t = 10.0)]
         bottleneck_rate: f64,
@@ -43,6 +52,9 @@ enum Command {
         /// The bottleneck queue's limit, packets.
         #[arg(long, default_value_t = 1000)]
         queue_limit: usize,
+        /// Lose this fraction of packets on a link: FROM-TO:RATE.
+        #[arg(long)]
+        loss: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -142,6 +154,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// A built-in topology name or a topology file.
+fn load_topology(spec: &str) -> Result<topology::Topology> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    Ok(match parts.as_slice() {
+        ["figure5"] => topology::Topology::figure5(),
+        ["rfc8279"] => topology::Topology::rfc8279(),
+        ["chain", n] => topology::Topology::chain(n.parse().context("chain:N")?),
+        ["random", seed, n] => topology::Topology::random(
+            seed.parse().context("random:SEED:NODES")?,
+            n.parse().context("random:SEED:NODES")?,
+            8,
+            topology::TRACE_HOPS - 2,
+            topology::Replication::Pim,
+        ),
+        _ => {
+            let text =
+                std::fs::read_to_string(spec).with_context(|| format!("--topology {spec}"))?;
+            topology::Topology::parse(spec, &text)?
+        }
+    })
+}
+
+fn find_link(t: &topology::Topology, spec: &str) -> Result<usize> {
+    let (a, b) = spec.split_once('-').context("a link is FROM-TO")?;
+    t.links
+        .iter()
+        .position(|l| l.from == a && l.to == b)
+        .with_context(|| format!("no link {a} -> {b} in topology {}", t.name))
+}
+
 fn parse_aqm(s: &str) -> Result<sim::AqmKind> {
     match s {
         "pie" => Ok(sim::AqmKind::Pie),
@@ -194,6 +236,9 @@ fn run(cli: Cli) -> Result<()> {
             print_collect(&c, json, dot.as_deref())?;
         }
         Command::Lab {
+            topology,
+            mode,
+            replication,
             packets,
             source_rate,
             ecn,
@@ -201,28 +246,54 @@ fn run(cli: Cli) -> Result<()> {
             bottleneck_rate,
             aqm,
             queue_limit,
+            loss,
             json,
         } => {
-            let bottleneck = match bottleneck {
-                Some(after_node) => Some(lab::Bottleneck {
-                    after_node,
+            let mut topo = load_topology(&topology)?;
+            if let Some(r) = replication {
+                topo.replication = match r.as_str() {
+                    "pim" => topology::Replication::Pim,
+                    "bier" => topology::Replication::Bier,
+                    other => anyhow::bail!("--replication: `{other}` is not pim or bier"),
+                };
+            }
+            if let Some(link) = bottleneck {
+                let l = find_link(&topo, &link)?;
+                topo.links[l].bottleneck = Some(topology::Bottleneck {
                     rate_mbps: bottleneck_rate,
                     aqm: parse_aqm(&aqm)?,
                     limit: queue_limit,
-                }),
-                None => None,
-            };
+                });
+            }
+            if let Some(spec) = loss {
+                let (link, rate) = spec.rsplit_once(':').context("--loss takes FROM-TO:RATE")?;
+                let l = find_link(&topo, link)?;
+                topo.links[l].loss = rate.parse().context("--loss: RATE is not a number")?;
+            }
             let opts = lab::LabOptions {
                 packets,
-                source_mbps: source_rate.or(bottleneck.map(|_| 20.0)),
+                source_mbps: source_rate,
                 ecn,
-                bottleneck,
             };
-            let report = lab::run_chain(&opts)?;
+            let modes: Vec<&str> = match mode.as_deref() {
+                Some(m) => vec![m],
+                None => vec!["trace", "per-section"],
+            };
+            let reports = modes
+                .iter()
+                .map(|m| lab::run(&topo, m, &opts))
+                .collect::<Result<Vec<_>>>()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let v = if reports.len() == 1 {
+                    reports[0].clone()
+                } else {
+                    serde_json::Value::Array(reports)
+                };
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", lab::render(&report));
+                for r in &reports {
+                    print!("{}", lab::render(r));
+                }
             }
         }
         Command::Replay {

@@ -225,8 +225,10 @@ pub fn replay(
         .filter_map(|p| p.queue.as_ref())
         .map(|q| q.limits.packets)
         .sum();
-    let mut pool = BufPool::new(2 * BATCH + queued.min(1 << 16));
-    let mut batch: Vec<Packet<Buf>> = Vec::with_capacity(BATCH);
+    // Every packet of a batch may fan out to every port (PIM OIL, BIER neighbors).
+    let fanout = config.ports.len().max(1);
+    let mut pool = BufPool::new(2 * BATCH * fanout + queued.min(1 << 16));
+    let mut batch: Vec<Packet<Buf>> = Vec::with_capacity(BATCH * fanout);
     let mut next_index = 0u64;
     let mut oversize = 0u64;
 
@@ -243,7 +245,7 @@ pub fn replay(
         // they were when it came.
         egress.drain(now, pool)?;
         pipeline.buffer_occupancy = pool.in_use() as u32;
-        pipeline.process(now, batch, sink);
+        pipeline.process_replicating(now, batch, &mut || pool.take(), sink);
         for p in batch.drain(..) {
             match p.verdict {
                 Verdict::Forward(port) => egress.send(now, port as usize, p.frame, pool)?,

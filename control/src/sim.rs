@@ -23,7 +23,8 @@ const NS: u64 = 1_000_000_000;
 const FRAME: usize = 1514;
 
 /// Which AQM the bottleneck runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AqmKind {
     Pie,
     Red,

@@ -14,7 +14,7 @@ fn fixtures() -> &'static Path {
 #[test]
 fn lab_json_has_the_design_keys() {
     let out = mtnode()
-        .args(["lab", "--packets", "50", "--json"])
+        .args(["lab", "--packets", "50", "--source-rate", "0", "--json"])
         .output()
         .unwrap();
     assert!(
@@ -23,12 +23,22 @@ fn lab_json_has_the_design_keys() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["mode"], "trace");
-    assert_eq!(v["tree_matches"], true);
-    assert_eq!(v["packets_sent"], 50);
-    assert_eq!(v["packets_delivered"], 50);
-    assert_eq!(v["configured_edges"], v["rebuilt_edges"]);
-    assert_eq!(v["edges"].as_array().unwrap().len(), 3);
+    // No --mode: Figure 5 in both modes, one report each.
+    let reports = v.as_array().expect("an array of reports");
+    let modes: Vec<_> = reports.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["trace", "per-section"]);
+    for r in reports {
+        assert_eq!(r["tree_matches"], true);
+        assert_eq!(r["packets_sent"], 50);
+        assert_eq!(r["packets_delivered"], 50 * 4);
+        assert_eq!(r["configured_edges"], r["rebuilt_edges"]);
+        assert!(r["telemetry_bytes_per_packet"].as_f64().unwrap() > 0.0);
+        let edges = r["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), 7);
+        for k in ["parent", "child", "branch_index", "delay_us_p50", "delay_us_p99", "loss"] {
+            assert!(edges[0].get(k).is_some(), "edge key {k}");
+        }
+    }
 }
 
 #[test]

@@ -41,6 +41,11 @@ impl BufPool {
         Frame::from_bytes(buf, bytes)
     }
 
+    /// An empty buffer, for a replica the pipeline fills.
+    pub fn take(&mut self) -> Option<Buf> {
+        self.free.pop()
+    }
+
     /// Return a frame's buffer to the pool.
     pub fn put(&mut self, frame: Frame<Buf>) {
         self.free.push(frame.into_buf());

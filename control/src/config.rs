@@ -3,7 +3,7 @@
 //! refusal names the file, the line and the field, so the running config is never half-changed.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use mtnode_dataplane::aqm::{
@@ -19,6 +19,8 @@ use mtnode_dataplane::pipeline::{
 use mtnode_dataplane::wire::ioam::{trace_bit, MAX_TRACE_DATA};
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::exporter::ExporterConfig;
 
 /// A refused configuration: where, which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,28 @@ struct FileConfig {
     mroute: Vec<MrouteSection>,
     #[serde(default)]
     bift: Vec<BiftSection>,
+    export: Option<Spanned<ExportSection>>,
+}
+
+/// `[export]`: where postcards go as IPFIX (docs/ipfix.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportSection {
+    collectors: Vec<String>,
+    enterprise_number: Option<Spanned<i64>>,
+    observation_domain_id: Option<Spanned<i64>>,
+    mtu: Option<Spanned<i64>>,
+    /// Postcards per second at most.
+    rate_limit: Option<Spanned<f64>>,
+    /// The worker's postcard ring, records.
+    ring: Option<Spanned<i64>>,
+}
+
+/// A node's export settings: the exporter's configuration and its rings' size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    pub exporter: ExporterConfig,
+    pub ring: usize,
 }
 
 /// `[[mroute]]`: a static PIM-SSM route.
@@ -302,8 +326,27 @@ pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
     parse(&path.display().to_string(), &src)
 }
 
+/// Read and validate a configuration file, with its `[export]` section.
+pub fn load_with_export(path: &Path) -> Result<(NodeConfig, Option<Export>), ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        line: 0,
+        field: "-".into(),
+        reason: e.to_string(),
+    })?;
+    parse_with_export(&path.display().to_string(), &src)
+}
+
 /// Validate configuration text; `file` names it in errors.
 pub fn parse(file: &str, src: &str) -> Result<NodeConfig, ConfigError> {
+    parse_with_export(file, src).map(|(c, _)| c)
+}
+
+/// Validate configuration text and its `[export]` section.
+pub fn parse_with_export(
+    file: &str,
+    src: &str,
+) -> Result<(NodeConfig, Option<Export>), ConfigError> {
     let ctx = Ctx { file, src };
     let raw: FileConfig = toml::from_str(src).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -317,7 +360,55 @@ pub fn parse(file: &str, src: &str) -> Result<NodeConfig, ConfigError> {
             reason: e.message().trim().to_string(),
         }
     })?;
-    build(&ctx, raw)
+    let export = match &raw.export {
+        Some(e) => Some(parse_export(&ctx, e)?),
+        None => None,
+    };
+    Ok((build(&ctx, raw)?, export))
+}
+
+fn parse_export(ctx: &Ctx<'_>, e: &Spanned<ExportSection>) -> Result<Export, ConfigError> {
+    let span = e.span();
+    let e = e.get_ref();
+    let mut exporter = ExporterConfig::default();
+    for c in &e.collectors {
+        match c.parse::<SocketAddr>() {
+            Ok(a) => exporter.collectors.push(a),
+            Err(_) => {
+                return ctx.err(
+                    span,
+                    "export.collectors",
+                    format!("`{c}` is not an address:port (e.g. 127.0.0.1:4739 or [::1]:4739)"),
+                )
+            }
+        }
+    }
+    if exporter.collectors.is_empty() {
+        return ctx.err(span, "export.collectors", "name at least one collector");
+    }
+    if let Some(v) = &e.enterprise_number {
+        exporter.enterprise_number =
+            ctx.ranged(v, "export.enterprise_number", u32::MAX as u64)? as u32;
+    }
+    if let Some(v) = &e.observation_domain_id {
+        exporter.observation_domain_id =
+            ctx.ranged(v, "export.observation_domain_id", u32::MAX as u64)? as u32;
+    }
+    if let Some(v) = &e.mtu {
+        let mtu = ctx.ranged(v, "export.mtu", 65_000)? as usize;
+        if mtu < 512 {
+            return ctx.err(v.span(), "export.mtu", format!("{mtu} is below 512"));
+        }
+        exporter.mtu = mtu;
+    }
+    if let Some(v) = &e.rate_limit {
+        exporter.rate_limit = Some(real(ctx, v, "export.rate_limit", 0.0, 1e9)?);
+    }
+    let ring = match &e.ring {
+        Some(v) => ctx.ranged(v, "export.ring", 1 << 24)?.max(1) as usize,
+        None => 1 << 14,
+    };
+    Ok(Export { exporter, ring })
 }
 
 fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {

@@ -303,7 +303,8 @@ fn run(cli: Cli) -> Result<()> {
             ingress,
             json,
         } => {
-            let cfg = Arc::new(config::load(&config)?);
+            let (cfg, export) = config::load_with_export(&config)?;
+            let cfg = Arc::new(cfg);
             let ingress = match ingress {
                 Some(name) => cfg
                     .ports
@@ -314,7 +315,8 @@ fn run(cli: Cli) -> Result<()> {
                     })? as u16,
                 None => 0,
             };
-            let report = replay::replay(cfg, &input, &output_dir, ingress)?;
+            let report =
+                replay::replay_exporting(cfg, export.as_ref(), &input, &output_dir, ingress)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report.stats)?);
             } else {

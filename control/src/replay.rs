@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use mtnode_dataplane::aqm::{Ecn, EgressQueue, QueueCounters};
+use mtnode_dataplane::export::PostcardRing;
 use mtnode_dataplane::frame::Frame;
 use mtnode_dataplane::io::pcap::{PcapSink, PcapSource};
 use mtnode_dataplane::io::{Buf, BufPool, MAX_FRAME};
@@ -20,6 +21,8 @@ use mtnode_dataplane::pipeline::{
 use mtnode_dataplane::wire::Error as WireError;
 use serde_json::{json, Map, Value};
 
+use crate::config::Export;
+use crate::exporter::Exporter;
 use crate::trace_json;
 
 /// Most packets per batch, as on a live port.
@@ -198,6 +201,18 @@ pub fn replay(
     out_dir: &Path,
     ingress: u16,
 ) -> Result<ReplayReport> {
+    replay_exporting(config, None, input, out_dir, ingress)
+}
+
+/// [`replay`], with the node's postcards sent as IPFIX to `export`'s collectors by a real
+/// exporter thread; its counters join `stats.json` under `export`.
+pub fn replay_exporting(
+    config: Arc<NodeConfig>,
+    export: Option<&Export>,
+    input: &Path,
+    out_dir: &Path,
+    ingress: u16,
+) -> Result<ReplayReport> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut source =
         PcapSource::open(input).with_context(|| format!("reading {}", input.display()))?;
@@ -219,6 +234,14 @@ pub fn replay(
         error: None,
     };
     let mut pipeline = Pipeline::new(Arc::clone(&config));
+    let exporter = match export {
+        Some(e) => {
+            let ring = Arc::new(PostcardRing::new(e.ring));
+            pipeline.postcards = Some(Arc::clone(&ring));
+            Some(Exporter::spawn(e.exporter.clone(), vec![ring]).context("starting the exporter")?)
+        }
+        None => None,
+    };
     let queued: usize = config
         .ports
         .iter()
@@ -298,6 +321,14 @@ pub fn replay(
 
     let counters = pipeline.counters().clone();
     let mut stats = stats_json(&config, &counters, oversize);
+    if let Some(handle) = exporter {
+        let e = handle.shutdown();
+        stats["export"] = json!({
+            "postcards_exported": counters.postcards_exported,
+            "postcards_lost_ring_full": counters.postcards_lost,
+            "exporter": e,
+        });
+    }
     egress.report(&config, &mut stats);
     let mut text = serde_json::to_string_pretty(&stats)?;
     text.push('\n');

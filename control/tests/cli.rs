@@ -25,7 +25,10 @@ fn lab_json_has_the_design_keys() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // No --mode: Figure 5 in both modes, one report each.
     let reports = v.as_array().expect("an array of reports");
-    let modes: Vec<_> = reports.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    let modes: Vec<_> = reports
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
     assert_eq!(modes, ["trace", "per-section"]);
     for r in reports {
         assert_eq!(r["tree_matches"], true);
@@ -35,7 +38,14 @@ fn lab_json_has_the_design_keys() {
         assert!(r["telemetry_bytes_per_packet"].as_f64().unwrap() > 0.0);
         let edges = r["edges"].as_array().unwrap();
         assert_eq!(edges.len(), 7);
-        for k in ["parent", "child", "branch_index", "delay_us_p50", "delay_us_p99", "loss"] {
+        for k in [
+            "parent",
+            "child",
+            "branch_index",
+            "delay_us_p50",
+            "delay_us_p99",
+            "loss",
+        ] {
             assert!(edges[0].get(k).is_some(), "edge key {k}");
         }
     }

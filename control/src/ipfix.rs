@@ -192,7 +192,7 @@ pub fn unix_ns_to_ntp(ns: u64) -> u64 {
     let secs = ns / 1_000_000_000 + NTP_UNIX_OFFSET;
     let sub = ns % 1_000_000_000;
     // At most ceil(999_999_999 · 2^32 / 10^9) = 2^32 − 5: never a carry into the seconds.
-    let frac = ((sub << 32) + 999_999_999) / 1_000_000_000;
+    let frac = (sub << 32).div_ceil(1_000_000_000);
     (secs & 0xffff_ffff) << 32 | frac
 }
 
@@ -643,6 +643,9 @@ pub struct PostcardDecoder {
 }
 
 /// What a data record decoded into.
+// A postcard is returned by value and moved straight into the collector's list: boxing it
+// would allocate once per record to save stack space nobody is short of.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded {
     Postcard(Postcard),

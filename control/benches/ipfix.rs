@@ -1,15 +1,20 @@
 //! IPFIX export and collection costs: postcards encoded into MTU-sized messages on one thread
-//! (the exporter's work per postcard, sockets aside), and the collector's decode of those
-//! messages by a template learned from the wire.
+//! (the exporter's work per postcard, sockets aside); the whole exporter thread, from a full ring
+//! to datagrams sent to a loopback socket; and the collector's decode of those messages by a
+//! template learned from the wire.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mtnode_control::collector::Collector;
+use mtnode_control::exporter::{Exporter, ExporterConfig};
 use mtnode_control::ipfix::{
     sample_postcard, ExporterStatsRecord, MessageBuilder, DEFAULT_ENTERPRISE_NUMBER,
 };
+use mtnode_dataplane::export::PostcardRing;
 
 /// Postcards per iteration.
 const BATCH: usize = 10_000;
@@ -35,6 +40,49 @@ fn encode(c: &mut Criterion) {
                         m.push(p);
                     }
                 }
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Postcards per exporter run.
+const RUN: usize = 200_000;
+
+fn exporter_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ipfix_exporter_thread");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(RUN as u64));
+    // A sink that nobody reads: the kernel drops what overflows its buffer, which costs the
+    // sender nothing more.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = sink.local_addr().unwrap();
+    for len in [16, 64] {
+        let ps: Vec<_> = (0..RUN as u32).map(|n| sample_postcard(n, len)).collect();
+        g.bench_function(format!("postcards_data{len}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let ring = Arc::new(PostcardRing::new(RUN));
+                    for p in &ps {
+                        ring.push(*p);
+                    }
+                    let t0 = Instant::now();
+                    let h = Exporter::spawn(
+                        ExporterConfig {
+                            collectors: vec![to],
+                            ..ExporterConfig::default()
+                        },
+                        vec![ring],
+                    )
+                    .unwrap();
+                    while h.stats().sent < RUN as u64 {
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                    total += t0.elapsed();
+                    h.shutdown();
+                }
+                total
             })
         });
     }
@@ -85,5 +133,5 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, decode);
+criterion_group!(benches, encode, exporter_thread, decode);
 criterion_main!(benches);

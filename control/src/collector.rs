@@ -147,6 +147,7 @@ impl Collector {
         let msg = &datagram[..h.length as usize];
         let domain = h.observation_domain_id;
         let before = self.postcards.len();
+        let unknown_before = self.stats.sets_without_template;
         let mut records = 0u32;
         let mut result = Ok(());
         for set in Sets::new(msg) {
@@ -171,7 +172,13 @@ impl Collector {
                 break;
             }
         }
-        self.check_sequence(source, domain, h.sequence, records);
+        if self.stats.sets_without_template > unknown_before {
+            // Records of unknown templates cannot be counted: resynchronise on the next message
+            // rather than report a gap that is not there.
+            self.sequences.remove(&(source, domain));
+        } else {
+            self.check_sequence(source, domain, h.sequence, records);
+        }
         match result {
             Ok(()) => Ok(self.postcards.len() - before),
             Err(e) => {

@@ -642,8 +642,9 @@ pub struct PostcardDecoder {
     has_kind: bool,
 }
 
-/// What a data record decoded into. The postcard stays inline: the collector decodes into it
-/// record after record, and boxing would allocate per record.
+/// What a data record decoded into.
+// A postcard is returned by value and moved straight into the collector's list: boxing it
+// would allocate once per record to save stack space nobody is short of.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded {

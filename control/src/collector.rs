@@ -558,9 +558,10 @@ impl Walk {
 ///
 /// Section and EndSection postcards carry trace entries newest first; in path order the first
 /// entry is the upstream branch node's per-branch entry and the last the exporter's own. Each
-/// pair of consecutive entries is an edge; the edge leaving the first entry takes that entry's
-/// egress interface ID as its branch index (until postcards carry the branch index itself), the
-/// others 0. A whole trace (trace mode) is walked the same way.
+/// pair of consecutive entries is an edge, and takes the parent entry's egress interface ID as
+/// its branch index: mtnode records every entry per copy, so the egress names the branch taken
+/// (a node that cannot fill it writes all ones, which counts as 0). A whole trace (trace mode)
+/// is walked the same way.
 ///
 /// Hop postcards (DEX) are grouped by packet and received branch ID, ordered by decreasing hop
 /// limit; the group's first node hangs off the branch node with the received branch index.
@@ -585,9 +586,14 @@ pub fn rebuild(postcards: &[Postcard]) -> Tree {
                 for e in &path {
                     w.see(e.node_id, p);
                 }
-                for (i, pair) in path.windows(2).enumerate() {
-                    let branch = (i == 0).then_some(pair[0].egress_if as u16);
-                    w.edge(&pair[0], &pair[1], branch, p);
+                for pair in path.windows(2) {
+                    let egress = pair[0].egress_if as u16;
+                    w.edge(
+                        &pair[0],
+                        &pair[1],
+                        Some(if egress == u16::MAX { 0 } else { egress }),
+                        p,
+                    );
                 }
             }
             PostcardKind::Hop => {

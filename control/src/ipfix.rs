@@ -83,6 +83,11 @@ pub mod eie {
     pub const CONFIG_EPOCH: u16 = 10;
     /// octetArray, variable length: IOAM node data as on the wire, newest entry first.
     pub const IOAM_DATA: u16 = 11;
+    /// unsigned8: the branch-ID encoding that produced the branch fields: 0 none, 1 explicit,
+    /// 2 split, 3 sum (`BranchEncoding::code`).
+    pub const BRANCH_ENCODING: u16 = 12;
+    /// unsigned32: the branch field exactly as the packet carried it, before decoding.
+    pub const BRANCH_FIELD: u16 = 13;
 }
 
 /// A template field: Information Element, length, and its enterprise number if any.
@@ -134,7 +139,7 @@ impl FieldSpec {
 }
 
 /// mtnode's postcard template, in the order records are written (docs/ipfix.md, "Template 256").
-pub fn postcard_fields(pen: u32) -> [FieldSpec; 18] {
+pub fn postcard_fields(pen: u32) -> [FieldSpec; 20] {
     [
         FieldSpec::iana(ie::OBSERVATION_TIME_NANOSECONDS, 8),
         FieldSpec::iana(ie::INGRESS_INTERFACE, 4),
@@ -153,6 +158,8 @@ pub fn postcard_fields(pen: u32) -> [FieldSpec; 18] {
         FieldSpec::enterprise(pen, eie::BRANCH_NODE_ID, 4),
         FieldSpec::enterprise(pen, eie::BRANCH_INDEX, 2),
         FieldSpec::enterprise(pen, eie::CONFIG_EPOCH, 4),
+        FieldSpec::enterprise(pen, eie::BRANCH_ENCODING, 1),
+        FieldSpec::enterprise(pen, eie::BRANCH_FIELD, 4),
         FieldSpec::enterprise(pen, eie::IOAM_DATA, VARLEN),
     ]
 }
@@ -160,7 +167,7 @@ pub fn postcard_fields(pen: u32) -> [FieldSpec; 18] {
 /// Octets of a postcard record before its variable-length IOAM data (fixed fields + the
 /// one-octet length prefix).
 pub const RECORD_FIXED_LEN: usize =
-    8 + 4 + 4 + 16 + 16 + 4 + 1 + 1 + 4 + 2 + 4 + 8 + 4 + 4 + 4 + 2 + 4 + 1;
+    8 + 4 + 4 + 16 + 16 + 4 + 1 + 1 + 4 + 2 + 4 + 8 + 4 + 4 + 4 + 2 + 4 + 1 + 4 + 1;
 /// The longest postcard record (data never reaches 255, so the short length prefix always fits).
 pub const MAX_RECORD_LEN: usize = RECORD_FIXED_LEN + MAX_POSTCARD_DATA;
 const _: () = assert!(MAX_POSTCARD_DATA < 255);
@@ -274,8 +281,10 @@ pub fn emit_record(p: &Postcard, out: &mut Vec<u8>) {
     h[80..84].copy_from_slice(&p.branch.node_id.to_be_bytes());
     h[84..86].copy_from_slice(&p.branch.index.to_be_bytes());
     h[86..90].copy_from_slice(&p.epoch.to_be_bytes());
+    h[90] = p.branch_encoding;
+    h[91..95].copy_from_slice(&p.branch_field.to_be_bytes());
     let data = p.data();
-    h[90] = data.len() as u8;
+    h[95] = data.len() as u8;
     out.extend_from_slice(&h);
     out.extend_from_slice(data);
 }
@@ -581,6 +590,8 @@ enum Slot {
     BranchNode,
     BranchIndex,
     Epoch,
+    BranchEncoding,
+    BranchField,
     Data,
 }
 
@@ -612,6 +623,8 @@ impl Slot {
                 eie::BRANCH_INDEX => Slot::BranchIndex,
                 eie::CONFIG_EPOCH => Slot::Epoch,
                 eie::IOAM_DATA => Slot::Data,
+                eie::BRANCH_ENCODING => Slot::BranchEncoding,
+                eie::BRANCH_FIELD => Slot::BranchField,
                 _ => Slot::Skip,
             },
             Some(_) => Slot::Skip,
@@ -626,7 +639,7 @@ impl Slot {
             Slot::Src | Slot::Dst => len == 16,
             Slot::TimeNs | Slot::TimeUs | Slot::TimeMs => len == 8,
             Slot::TimeS => len == 4,
-            Slot::HopLimit | Slot::Kind => len == 1,
+            Slot::HopLimit | Slot::Kind | Slot::BranchEncoding => len == 1,
             Slot::NamespaceId | Slot::BranchIndex => (1..=2).contains(&len),
             Slot::Digest => (1..=8).contains(&len),
             _ => (1..=4).contains(&len),
@@ -746,6 +759,8 @@ impl PostcardDecoder {
                 Slot::BranchNode => p.branch.node_id = uint(v) as u32,
                 Slot::BranchIndex => p.branch.index = uint(v) as u16,
                 Slot::Epoch => p.epoch = uint(v) as u32,
+                Slot::BranchEncoding => p.branch_encoding = uint(v) as u8,
+                Slot::BranchField => p.branch_field = uint(v) as u32,
                 Slot::Data => p.set_data(v),
             }
         }
@@ -845,6 +860,8 @@ pub fn sample_postcard(n: u32, data_len: usize) -> Postcard {
         index: 7,
     };
     p.epoch = 9;
+    p.branch_encoding = 1;
+    p.branch_field = 0x0000_0203;
     p.ingress_if = 3;
     p.egress_if = 4;
     p.src_addr = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -889,17 +906,20 @@ mod tests {
         let mut v = Vec::new();
         emit_record(&p, &mut v);
         assert_eq!(v.len(), record_len(&p));
-        assert_eq!(v[90], 12);
+        assert_eq!(
+            v[95], 12,
+            "the data length prefix follows the branch fields"
+        );
     }
 
     #[test]
     fn template_set_bytes() {
         let mut v = Vec::new();
         emit_template_sets(32473, &mut v);
-        // Set 2: header, template header, 7 IANA specifiers, 11 enterprise ones.
-        let t_len = 4 + 4 + 7 * 4 + 11 * 8;
+        // Set 2: header, template header, 7 IANA specifiers, 13 enterprise ones.
+        let t_len = 4 + 4 + 7 * 4 + 13 * 8;
         assert_eq!(&v[0..4], &[0, 2, 0, t_len as u8]);
-        assert_eq!(&v[4..8], &[1, 0, 0, 18]);
+        assert_eq!(&v[4..8], &[1, 0, 0, 20]);
         // observationTimeNanoseconds/8
         assert_eq!(&v[8..12], &[0x01, 0x45, 0, 8]);
         // The first enterprise field: 0x8001, length 1, PEN 32473 = 0x7ed9.

@@ -57,8 +57,12 @@ pub struct Postcard {
     /// DEX Flow ID and Sequence Number (RFC 9326), zero when the packet has none.
     pub flow_id: u32,
     pub sequence: u32,
-    /// The branch the packet is on (per-hop modes), as received.
+    /// The branch the packet is on (per-hop modes), as received, decoded.
     pub branch: BranchId,
+    /// The encoding the branch field was in (`BranchEncoding::code`; 0: none) ...
+    pub branch_encoding: u8,
+    /// ... and the field as the packet carried it.
+    pub branch_field: u32,
     /// The configuration epoch that produced the postcard.
     pub epoch: u32,
     pub ingress_if: u32,
@@ -86,6 +90,8 @@ impl Postcard {
             flow_id: 0,
             sequence: 0,
             branch: BranchId::default(),
+            branch_encoding: 0,
+            branch_field: 0,
             epoch: 0,
             ingress_if: 0,
             egress_if: 0,

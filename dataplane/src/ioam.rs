@@ -324,11 +324,9 @@ impl EncapPlan {
         }
     }
 
-    /// Octets the insertion adds: PadN(2), the 4-octet option prefix, the trace header, the
-    /// data, and padding to 8n, plus the 2-octet header when a new one is made (which the
-    /// padding absorbs: the figure is the same either way).
+    /// Octets the insertion adds (see [`option_insert_len`]).
     pub fn insert_len(&self) -> usize {
-        (16 + self.data_len).next_multiple_of(8)
+        option_insert_len(TRACE_HEADER_LEN + self.data_len)
     }
 }
 
@@ -351,25 +349,42 @@ impl From<NoRoom> for EncapError {
     }
 }
 
-/// Insert a pre-allocated trace into the IPv6 packet at frame offset `l3`, into its Hop-by-Hop
-/// header if it has one (as the first option, keeping the others and their 8n alignment) or a
-/// new one. Returns the frame offset of the trace header. The caller has checked the IPv6
-/// header and any Hop-by-Hop header.
-pub fn encapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
+/// Octets an IOAM option with a `body`-octet body adds: PadN(2), the 4-octet option prefix, the
+/// body and padding to 8n, plus the 2-octet header when a new one is made (which the padding
+/// absorbs: the figure is the same either way).
+pub fn option_insert_len(body: usize) -> usize {
+    (8 + body).next_multiple_of(8)
+}
+
+/// Insert an IOAM option (`option_type` 0x31 or 0x11, IOAM Option-Type `ioam_type`) with a
+/// zeroed `body`-octet body into the IPv6 packet at frame offset `l3`: into its Hop-by-Hop header
+/// if it has one (as the first option, keeping the others and their 8n alignment) or a new one.
+/// Only the headers in front of the insertion point move (into the headroom). Returns the frame
+/// offset of the body. The caller has checked the IPv6 header and any Hop-by-Hop header.
+pub fn insert_option<B: AsRef<[u8]> + AsMut<[u8]>>(
     frame: &mut Frame<B>,
     l3: usize,
-    plan: &EncapPlan,
+    option: u8,
+    ioam_type: u8,
+    body: usize,
 ) -> Result<usize, EncapError> {
-    let s = plan.insert_len();
+    let s = option_insert_len(body);
     let b = frame.bytes();
     let payload_len = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]) as usize + s;
-    if payload_len > u16::MAX as usize {
+    if payload_len > u16::MAX as usize || body + 2 > 255 {
         return Err(EncapError::TooLong);
     }
     let nh = b[l3 + 6];
     let hbh = l3 + ipv6::HEADER_LEN;
     let new_header = nh != ipv6::next_header::HOP_BY_HOP;
-    let gap_at = if !new_header {
+    let gap_start = if new_header {
+        frame.insert_gap(hbh, s)?;
+        let b = frame.bytes_mut();
+        b[l3 + 6] = ipv6::next_header::HOP_BY_HOP;
+        b[hbh] = nh;
+        b[hbh + 1] = (s / 8 - 1) as u8;
+        hbh
+    } else {
         if b[hbh + 1] as usize + s / 8 > 255 {
             return Err(EncapError::TooLong);
         }
@@ -377,35 +392,64 @@ pub fn encapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
         let b = frame.bytes_mut();
         b[hbh + 1] += (s / 8) as u8;
         hbh + 2
-    } else {
-        frame.insert_gap(hbh, s)?;
-        let b = frame.bytes_mut();
-        b[l3 + 6] = ipv6::next_header::HOP_BY_HOP;
-        b[hbh] = nh;
-        b[hbh + 1] = (s / 8 - 1) as u8;
-        hbh + 2
     };
     let b = frame.bytes_mut();
     put16(b, l3 + 4, payload_len as u16);
-    // [PadN 0][0x31 | len | reserved | type 0][trace header][zeros][padding]
-    emit_padding(&mut b[gap_at..], 2);
-    let opt = gap_at + 2;
-    b[opt] = option_type::IOAM_CHG;
-    b[opt + 1] = (2 + TRACE_HEADER_LEN + plan.data_len) as u8;
+    // [PadN 0][type | len | reserved | IOAM type][body][padding]
+    emit_padding(&mut b[hbh + 2..], 2);
+    let opt = hbh + 4;
+    b[opt] = option;
+    b[opt + 1] = (2 + body) as u8;
     b[opt + 2] = 0;
-    b[opt + 3] = crate::wire::ioam::option_type::PREALLOCATED_TRACE;
-    let th = opt + 4;
-    let mut t = IoamTrace::new_unchecked(&mut b[th..th + TRACE_HEADER_LEN + plan.data_len]);
+    b[opt + 3] = ioam_type;
+    let start = opt + 4;
+    b[start..start + body].fill(0);
+    let end = start + body;
+    emit_padding(&mut b[end..], gap_start + s - end);
+    Ok(start)
+}
+
+/// Insert a pre-allocated trace as `plan` says (see [`insert_option`]). Returns the frame offset
+/// of the trace header.
+pub fn encapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
+    frame: &mut Frame<B>,
+    l3: usize,
+    plan: &EncapPlan,
+) -> Result<usize, EncapError> {
+    let len = TRACE_HEADER_LEN + plan.data_len;
+    let th = insert_option(
+        frame,
+        l3,
+        option_type::IOAM_CHG,
+        crate::wire::ioam::option_type::PREALLOCATED_TRACE,
+        len,
+    )?;
+    let mut t = IoamTrace::new_unchecked(&mut frame.bytes_mut()[th..th + len]);
     t.set_namespace_id(plan.namespace_id);
     t.set_node_len(node_len_for(plan.trace_type));
     t.set_flags(0);
     t.set_remaining_len((plan.data_len / 4) as u8);
     t.set_trace_type(plan.trace_type);
-    t.data_mut().fill(0);
-    let end = th + TRACE_HEADER_LEN + plan.data_len;
-    let gap_start = if new_header { hbh } else { hbh + 2 };
-    emit_padding(&mut b[end..], gap_start + s - end);
     Ok(th)
+}
+
+/// Insert a DEX option (RFC 9326, Hop-by-Hop option 0x11) carrying `dex`. Returns the frame
+/// offset of the DEX header.
+pub fn encapsulate_dex<B: AsRef<[u8]> + AsMut<[u8]>>(
+    frame: &mut Frame<B>,
+    l3: usize,
+    dex: &crate::wire::IoamDexRepr,
+) -> Result<usize, EncapError> {
+    let len = dex.buffer_len();
+    let at = insert_option(
+        frame,
+        l3,
+        option_type::IOAM,
+        crate::wire::ioam::option_type::DEX,
+        len,
+    )?;
+    dex.emit(&mut frame.bytes_mut()[at..at + len]);
+    Ok(at)
 }
 
 /// Where a trace option sits in a Hop-by-Hop header.
@@ -537,6 +581,21 @@ fn remove_header<B: AsRef<[u8]> + AsMut<[u8]>>(
 /// Find the Pre-allocated Trace option in the Hop-by-Hop header at frame offset `hbh`.
 /// `Ok(None)`: no trace. An IOAM option whose IOAM Option-Type is not in the registry is an error.
 pub fn find_trace(bytes: &[u8], hbh: usize) -> crate::wire::Result<Option<TraceLocation>> {
+    find_ioam(
+        bytes,
+        hbh,
+        crate::wire::ioam::option_type::PREALLOCATED_TRACE,
+    )
+}
+
+/// Find the DEX option (RFC 9326) in the Hop-by-Hop header at frame offset `hbh`; the
+/// location's `trace()` is then the DEX header. Errors as [`find_trace`].
+pub fn find_dex(bytes: &[u8], hbh: usize) -> crate::wire::Result<Option<TraceLocation>> {
+    find_ioam(bytes, hbh, crate::wire::ioam::option_type::DEX)
+}
+
+/// Find the IOAM option of IOAM Option-Type `want`.
+fn find_ioam(bytes: &[u8], hbh: usize, want: u8) -> crate::wire::Result<Option<TraceLocation>> {
     let h = Ipv6ExtHeader::new_checked(&bytes[hbh..])?;
     for opt in h.options() {
         let opt = opt?;
@@ -546,17 +605,15 @@ pub fn find_trace(bytes: &[u8], hbh: usize) -> crate::wire::Result<Option<TraceL
             ..
         } = opt.repr
         {
-            match ioam_type {
-                crate::wire::ioam::option_type::PREALLOCATED_TRACE => {
-                    return Ok(Some(TraceLocation {
-                        hbh,
-                        option: opt.offset,
-                        option_len: opt.len(),
-                    }))
-                }
-                crate::wire::ioam::option_type::INCREMENTAL_TRACE
-                    ..=crate::wire::ioam::option_type::DEX => {}
-                _ => return Err(crate::wire::Error::UnknownIoamOption),
+            if ioam_type > crate::wire::ioam::option_type::DEX {
+                return Err(crate::wire::Error::UnknownIoamOption);
+            }
+            if ioam_type == want {
+                return Ok(Some(TraceLocation {
+                    hbh,
+                    option: opt.offset,
+                    option_len: opt.len(),
+                }));
             }
         }
     }

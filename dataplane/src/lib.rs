@@ -5,6 +5,7 @@
 //! `now` and the batch. Unsafe code may only ever appear in `io` backends.
 
 pub mod aqm;
+pub mod branch;
 pub mod export;
 pub mod frame;
 pub mod io;

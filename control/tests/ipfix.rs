@@ -166,6 +166,8 @@ fn varied_postcards() -> Vec<Postcard> {
             p.dst_addr[14] = len as u8;
             p.branch.index = len as u16 * 3;
             p.epoch = len as u32;
+            p.branch_encoding = (len % 4) as u8;
+            p.branch_field = 0x0102_0300 | len as u32;
             p
         })
         .collect()
@@ -194,8 +196,8 @@ fn every_field_round_trips_through_the_wire() {
     let t = c.templates();
     assert_eq!(t.len(), 2, "{t:?}");
     assert_eq!((t[0].template_id, t[0].options), (256, false));
-    assert_eq!(t[0].fields.len(), 18);
-    assert_eq!(t[0].fields[17], "32473:11/var");
+    assert_eq!(t[0].fields.len(), 20);
+    assert_eq!(t[0].fields[19], "32473:11/var");
     assert_eq!((t[1].template_id, t[1].options), (257, true));
     // The options record came with the first templates, before any data.
     let ex = c.exporter_stats();
@@ -944,7 +946,7 @@ fn check_with_tshark(pcap: &Path, port: u16, checksums: bool, ps: &[Postcard], m
     // Enterprise fields appear as enterprise-specific, under our PEN, in the template, and their
     // values are ours, octet for octet (tshark leaves out an empty ioamData).
     let pens = values("cflow.template_ipfix_field_pen");
-    assert_eq!(pens, vec![PEN.to_string(); 11]);
+    assert_eq!(pens, vec![PEN.to_string(); 13]);
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let mut expected = Vec::new();
     for p in ps {
@@ -958,6 +960,8 @@ fn check_with_tshark(pcap: &Path, port: u16, checksums: bool, ps: &[Postcard], m
         expected.push(hex(&p.branch.node_id.to_be_bytes()));
         expected.push(hex(&p.branch.index.to_be_bytes()));
         expected.push(hex(&p.epoch.to_be_bytes()));
+        expected.push(hex(&[p.branch_encoding]));
+        expected.push(hex(&p.branch_field.to_be_bytes()));
         if !p.data().is_empty() {
             expected.push(hex(p.data()));
         }

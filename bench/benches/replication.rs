@@ -42,6 +42,7 @@ fn config(id: u32, role: Role, fanout: usize) -> NodeConfig {
                 if_id: k,
                 if_id_wide: k as u32,
                 queue: None,
+                capacity_bps: 10_000_000_000,
             })
             .collect(),
         routes6: vec![],
@@ -52,6 +53,7 @@ fn config(id: u32, role: Role, fanout: usize) -> NodeConfig {
             mode: TraceMode::Trace,
             node: n,
             plan: (role == Role::Encap).then(|| EncapPlan::new(1, 0xf8_0000, 8, &n)),
+            dex: None,
             select: vec![Selector::default()],
         }],
         pim: PimTable {

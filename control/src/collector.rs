@@ -619,6 +619,12 @@ pub fn rebuild(postcards: &[Postcard]) -> Tree {
     }
 
     for ((digest, branch_node, branch_index), mut group) in hop_groups {
+        // The node that stamped a branch ID also reports it (draft Figure 1: A's postcard says
+        // [A,0]); it is the parent of the group, not a member.
+        group.retain(|(_, e)| e.node_id != branch_node);
+        if group.is_empty() {
+            continue;
+        }
         group.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.ts_ns.cmp(&b.1.ts_ns)));
         let p = hop_postcard[&digest];
         if branch_node != 0 {

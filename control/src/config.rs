@@ -9,12 +9,13 @@ use std::path::Path;
 use mtnode_dataplane::aqm::{
     AqmConfig, PieParams, QueueConfig, QueueDelayMode, QueueLimits, RedParams,
 };
+use mtnode_dataplane::branch::{self, BranchEncoding};
 use mtnode_dataplane::io::MAX_FRAME;
 use mtnode_dataplane::ioam::{EncapPlan, NodeData, Role, Snapshot, TimestampFormat};
 use mtnode_dataplane::mcast::{self, Bift, Neighbor, Oif, PimTable, SgRoute};
 use mtnode_dataplane::pipeline::{
-    Forwarding, MalformedPolicy, Namespace, NodeConfig, Port, Prefix, Route, Selector, TraceMode,
-    MAX_PORTS,
+    DexConfig, Forwarding, MalformedPolicy, Namespace, NodeConfig, Port, Prefix, Route, Selector,
+    TraceMode, MAX_PORTS,
 };
 use mtnode_dataplane::wire::ioam::{trace_bit, MAX_TRACE_DATA};
 use serde::Deserialize;
@@ -127,6 +128,15 @@ struct BiftNeighborSection {
 enum ModeKind {
     Trace,
     PerSection,
+    PerHop,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum EncodingKind {
+    Explicit,
+    Split,
+    Sum,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +199,8 @@ struct PortSection {
     name: Spanned<String>,
     if_id: Spanned<i64>,
     if_id_wide: Option<Spanned<i64>>,
+    /// Line rate, Mb/s (default 10 000): DEX's export cap is a fraction of it.
+    capacity_mbps: Option<Spanned<f64>>,
     queue: Option<Spanned<QueueSection>>,
 }
 
@@ -263,6 +275,16 @@ struct NamespaceSection {
     id: Spanned<i64>,
     role: RoleKind,
     mode: Option<ModeKind>,
+    /// Per-hop mode: how branch IDs are encoded (default explicit) ...
+    branch_encoding: Option<EncodingKind>,
+    /// ... in the DEX extension field of this flag bit (default 2, the first unassigned) ...
+    branch_flag_bit: Option<Spanned<i64>>,
+    /// ... with node IDs this far apart for `sum` (default 16).
+    sum_gap: Option<Spanned<i64>>,
+    /// The DEX Flow ID the encapsulating node writes (default 1).
+    flow_id: Option<Spanned<i64>>,
+    /// Export at most 1/N of the ingress capacity (default 100, RFC 9326 §5).
+    dex_rate_divisor: Option<Spanned<i64>>,
     /// RFC 9197 §5: a namespace has one timestamp format; defaults to the node's.
     timestamp_format: Option<TimestampKind>,
     trace_type: Option<Spanned<i64>>,
@@ -443,10 +465,15 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
             Some(q) => Some(parse_queue(ctx, q)?),
             None => None,
         };
+        let capacity_bps = match &p.capacity_mbps {
+            Some(c) => (real(ctx, c, "port.capacity_mbps", 0.0, 1e7)? * 1e6) as u64,
+            None => 10_000_000_000,
+        };
         ports.push(Port {
             name,
             if_id,
             if_id_wide,
+            capacity_bps,
             queue,
         });
     }
@@ -596,13 +623,28 @@ fn build(ctx: &Ctx<'_>, raw: FileConfig) -> Result<NodeConfig, ConfigError> {
         for s in &n.select {
             select.push(parse_selector(ctx, s)?);
         }
+        let mode = match n.mode {
+            Some(ModeKind::PerSection) => TraceMode::PerSection,
+            Some(ModeKind::PerHop) => TraceMode::PerHop,
+            _ => TraceMode::Trace,
+        };
+        let dex = if mode == TraceMode::PerHop {
+            Some(parse_dex(
+                ctx,
+                n,
+                trace_type,
+                &raw.mroute,
+                &raw.bift,
+                node_id,
+            )?)
+        } else {
+            None
+        };
         namespaces.push(Namespace {
             id,
             role,
-            mode: match n.mode {
-                Some(ModeKind::PerSection) => TraceMode::PerSection,
-                _ => TraceMode::Trace,
-            },
+            mode,
+            dex,
             node,
             plan,
             select,
@@ -779,6 +821,98 @@ fn parse_bifts(
         bifts.push(bift);
     }
     Ok(bifts)
+}
+
+/// A per-hop namespace's DEX settings; `sum` is refused when a branch point of this node has
+/// as many branches as the gap (the index would spill into the next node's ID) or the node's
+/// ID is not a multiple of the gap.
+fn parse_dex(
+    ctx: &Ctx<'_>,
+    n: &NamespaceSection,
+    trace_type: u32,
+    mroutes: &[MrouteSection],
+    bifts: &[BiftSection],
+    node_id: u32,
+) -> Result<DexConfig, ConfigError> {
+    let flag_bit = match &n.branch_flag_bit {
+        Some(b) => {
+            // The three encodings use the base bit and the two after it.
+            let v = ctx.ranged(b, "namespace.branch_flag_bit", 5)? as u8;
+            if v < 2 {
+                return ctx.err(
+                    b.span(),
+                    "namespace.branch_flag_bit",
+                    "bits 0 and 1 are the Flow ID and Sequence Number (RFC 9326)",
+                );
+            }
+            v
+        }
+        None => branch::DEFAULT_FLAG_BIT,
+    };
+    let sum_gap = match &n.sum_gap {
+        Some(g) => ctx.ranged(g, "namespace.sum_gap", 0xff_ffff)? as u32,
+        None => 16,
+    };
+    let encoding = match n.branch_encoding.unwrap_or(EncodingKind::Explicit) {
+        EncodingKind::Explicit => BranchEncoding::Explicit,
+        EncodingKind::Split => {
+            if node_id > 0xffff {
+                return ctx.err(
+                    n.id.span(),
+                    "namespace.branch_encoding",
+                    format!("`split` carries 16-bit node IDs; node_id {node_id} does not fit"),
+                );
+            }
+            BranchEncoding::Split
+        }
+        EncodingKind::Sum => {
+            let gap = sum_gap;
+            let span = n.sum_gap.as_ref().map_or(n.id.span(), |g| g.span());
+            if gap < 2 {
+                return ctx.err(span, "namespace.sum_gap", "the gap must be at least 2");
+            }
+            if node_id % gap != 0 {
+                return ctx.err(
+                    span,
+                    "namespace.sum_gap",
+                    format!("node_id {node_id} is not a multiple of the gap {gap}"),
+                );
+            }
+            let fanout = mroutes
+                .iter()
+                .map(|m| m.oil.get_ref().len())
+                .chain(bifts.iter().map(|b| b.neighbor.len()))
+                .max()
+                .unwrap_or(1);
+            if fanout as u32 >= gap {
+                return ctx.err(
+                    span,
+                    "namespace.sum_gap",
+                    format!(
+                        "node {node_id} has a branch point with {fanout} branches, which reaches \
+                         the gap {gap}: branch index {} would read as node {}",
+                        gap,
+                        node_id + gap
+                    ),
+                );
+            }
+            BranchEncoding::Sum { gap }
+        }
+    };
+    Ok(DexConfig {
+        flow_id: match &n.flow_id {
+            Some(f) => ctx.ranged(f, "namespace.flow_id", u32::MAX as u64)? as u32,
+            None => 1,
+        },
+        trace_type,
+        encoding,
+        flag_bit,
+        sum_gap,
+        rate_divisor: match &n.dex_rate_divisor {
+            Some(d) => ctx.ranged(d, "namespace.dex_rate_divisor", 1 << 20)?.max(1) as u32,
+            None => 100,
+        },
+    })
 }
 
 /// A float in `(lo, hi]`.
@@ -1130,6 +1264,44 @@ dst = "ff00::/8"
         );
         let e = parse("q.toml", &typo).unwrap_err();
         assert_eq!(e.line, 15, "{e}");
+    }
+
+    #[test]
+    fn sum_encoding_refuses_a_fanout_that_reaches_the_gap() {
+        let mut src = String::from(
+            "[node]\nname = \"b\"\nnode_id = 32\nforwarding = \"route\"\n\
+             [[port]]\nname = \"up\"\nif_id = 1\n",
+        );
+        let mut oil = Vec::new();
+        for k in 0..4 {
+            src += &format!("[[port]]\nname = \"b{k}\"\nif_id = {}\n", 10 + k);
+            oil.push(format!("\"b{k}\""));
+        }
+        src += &format!(
+            "[[mroute]]\nsource = \"2001:db8::1\"\ngroup = \"ff3e::1\"\niif = \"up\"\noil = [{}]\n\
+             [[namespace]]\nid = 1\nrole = \"transit\"\nmode = \"per-hop\"\n\
+             branch_encoding = \"sum\"\nsum_gap = 4\n",
+            oil.join(", ")
+        );
+        let e = parse("b.toml", &src).unwrap_err();
+        assert_eq!(e.field, "namespace.sum_gap");
+        assert!(
+            e.reason
+                .contains("node 32 has a branch point with 4 branches")
+                && e.reason.contains("gap 4"),
+            "{e}"
+        );
+        let ok = src.replace("sum_gap = 4", "sum_gap = 8");
+        let c = parse("b.toml", &ok).unwrap();
+        assert_eq!(
+            c.namespaces[0].dex.unwrap().encoding,
+            mtnode_dataplane::branch::BranchEncoding::Sum { gap: 8 }
+        );
+        let odd = src.replace("sum_gap = 4", "sum_gap = 5");
+        assert!(parse("b.toml", &odd)
+            .unwrap_err()
+            .reason
+            .contains("not a multiple of the gap 5"));
     }
 
     #[test]

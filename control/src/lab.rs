@@ -42,6 +42,9 @@ pub struct LabOptions {
     pub source_mbps: Option<f64>,
     /// Send ECT(0) packets, so an AQM marks instead of dropping.
     pub ecn: bool,
+    /// Per-hop mode: switch every node to the next branch encoding (explicit → split → sum →
+    /// …) after every this many packets, with a new configuration epoch, while traffic flows.
+    pub switch_encoding_every: Option<u32>,
 }
 
 impl LabOptions {
@@ -51,6 +54,7 @@ impl LabOptions {
             packets,
             source_mbps: Some(0.0),
             ecn: false,
+            switch_encoding_every: None,
         }
     }
 }
@@ -167,13 +171,22 @@ struct LabNode {
     delay_us: Vec<f64>,
 }
 
-/// Run `topo` in `mode` ("trace" or "per-section"); returns the report object.
+/// Run `topo` in `mode` ("trace", "per-section" or "per-hop", the last with the topology's
+/// branch encoding); returns the report object.
 pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
     ensure!(opts.packets > 0, "--packets must be at least 1");
     ensure!(
-        mode == "trace" || mode == "per-section",
-        "--mode: `{mode}` is not trace or per-section"
+        ["trace", "per-section", "per-hop"].contains(&mode),
+        "--mode: `{mode}` is not trace, per-section or per-hop"
     );
+    let spaced;
+    let switching = opts.switch_encoding_every.filter(|_| mode == "per-hop");
+    let topo = if mode == "per-hop" && (topo.branch_encoding == "sum" || switching.is_some()) {
+        spaced = topo.spaced_for_sum();
+        &spaced
+    } else {
+        topo
+    };
     topo.check()?;
     let configs = topo.configs(mode)?;
     let start = now_ns();
@@ -256,6 +269,8 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
     let mut plain_len = 0usize;
     let mut sent = 0u32;
     let rate = opts.source_mbps.unwrap_or(topo.source_mbps);
+    let mut epoch = 0u32;
+    let mut encodings_used = vec![topo.branch_encoding.clone()];
 
     while sent < opts.packets
         || links.iter().any(|l| !l.is_empty())
@@ -268,6 +283,21 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
         } else {
             (sent + BATCH as u32).min(opts.packets)
         };
+        // A switch lands between the packets it separates.
+        let due = switching.map_or(due, |k| due.min((sent / k + 1) * k));
+        if let Some(k) = switching {
+            // Between batches, as a worker picks up a new snapshot: every node at once.
+            if sent > 0 && sent / k > epoch && sent < opts.packets {
+                epoch = sent / k;
+                let mut next = topo.clone();
+                next.branch_encoding = ["explicit", "split", "sum"][epoch as usize % 3].to_string();
+                for (node, mut cfg) in nodes.iter_mut().zip(next.configs(mode)?) {
+                    cfg.epoch = epoch;
+                    node.pipeline.set_config(Arc::new(cfg));
+                }
+                encodings_used.push(next.branch_encoding);
+            }
+        }
         while sent < due {
             source_packet(
                 sent,
@@ -360,6 +390,17 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
     }
 
     let tree = collector::rebuild(&postcards);
+    // The first packet's per-hop postcards in the draft's notation: [branch node,index]{node}.
+    let mut first: Vec<&Postcard> = postcards
+        .iter()
+        .filter(|p| p.kind == mtnode_dataplane::export::PostcardKind::Hop && p.sequence == 0)
+        .collect();
+    first.sort_by_key(|p| (std::cmp::Reverse(p.hop_limit), p.node_id));
+    let first: Vec<String> = first
+        .iter()
+        .map(|p| format!("[{},{}]{{{}}}", p.branch.node_id, p.branch.index, p.node_id))
+        .collect();
+    let epochs: std::collections::BTreeSet<u32> = postcards.iter().map(|p| p.epoch).collect();
     let mut configured = topo.edges();
     configured.sort();
     let rebuilt = tree.edge_pairs();
@@ -414,6 +455,7 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
         .collect();
     Ok(json!({
         "mode": mode,
+        "branch_encoding": (mode == "per-hop").then_some(topo.branch_encoding.as_str()),
         "topology": topo.name,
         "replication": match topo.replication { Replication::Pim => "pim", Replication::Bier => "bier" },
         "tree_matches": rebuilt == configured,
@@ -427,6 +469,9 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
         "packets_delivered": delivered,
         "receivers": topo.leaves().len(),
         "edges": tree.edges,
+        "first_packet_postcards": first,
+        "epochs": epochs,
+        "encodings_used": encodings_used,
         "nodes": node_reports,
         "last_trace": sink.last,
     }))
@@ -558,6 +603,45 @@ mod tests {
         assert_eq!(trace["postcards"], 50 * 4);
     }
 
+    /// The draft's Figure 1: postcards [A,0]{A}, [A,0]{B}, [B,0]{C}, [B,1]{D}, and the tree
+    /// A → B → {C, D}, in every encoding.
+    #[test]
+    fn figure1_per_hop_postcards() {
+        for enc in ["explicit", "split", "sum"] {
+            let mut t = Topology::figure1();
+            t.branch_encoding = enc.to_string();
+            let r = run(&t, "per-hop", &LabOptions::fast(1)).unwrap();
+            let g = if enc == "sum" { 16 } else { 1 };
+            let want: Vec<String> = [(1, 0, 1), (1, 0, 2), (2, 0, 3), (2, 1, 4)]
+                .iter()
+                .map(|(b, i, n)| format!("[{},{i}]{{{}}}", b * g, n * g))
+                .collect();
+            assert_eq!(r["first_packet_postcards"], json!(want), "{enc}");
+            assert_eq!(
+                r["rebuilt_edges"],
+                json!([[g, 2 * g], [2 * g, 3 * g], [2 * g, 4 * g]]),
+                "{enc}"
+            );
+            assert_eq!(r["branch_encoding"], enc);
+        }
+    }
+
+    /// Switching the branch encoding every 10 packets while they flow through Figure 5: no
+    /// packet lost, every postcard decoded by the encoding its packet carried, the tree intact.
+    #[test]
+    fn encoding_switch_under_traffic() {
+        let opts = LabOptions {
+            switch_encoding_every: Some(10),
+            ..LabOptions::fast(300)
+        };
+        let r = run(&Topology::figure5(), "per-hop", &opts).unwrap();
+        assert_eq!(r["tree_matches"], true, "{}", render(&r));
+        assert_eq!(r["packets_delivered"], 300 * 4);
+        assert_eq!(r["epochs"].as_array().unwrap().len(), 30);
+        assert_eq!(r["encodings_used"].as_array().unwrap().len(), 30);
+        assert_eq!(r["postcards"], 300 * 8, "one postcard per node per packet");
+    }
+
     #[test]
     fn chain_trace_has_every_hop_with_hop_limits() {
         let r = run(&Topology::chain(4), "trace", &LabOptions::fast(20)).unwrap();
@@ -629,6 +713,7 @@ mod tests {
                 packets: 1500,
                 source_mbps: Some(12.0),
                 ecn: true,
+                switch_encoding_every: None,
             },
         )
         .unwrap();

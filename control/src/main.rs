@@ -21,13 +21,16 @@ struct Cli {
 enum Command {
     /// Run in-process nodes joined by memory links, rebuild the tree from their postcards.
     Lab {
-        /// A topology file, or a built-in: figure5 (default), rfc8279, chain:N,
+        /// A topology file, or a built-in: figure5 (default), figure1, rfc8279, chain:N,
         /// random:SEED:NODES.
         #[arg(long, default_value = "figure5")]
         topology: String,
-        /// trace or per-section (default: both, one report each).
+        /// trace, per-section or per-hop (default: all three, one report each).
         #[arg(long)]
         mode: Option<String>,
+        /// Per-hop mode's branch-ID encoding: explicit, split or sum.
+        #[arg(long, default_value = "explicit")]
+        branch_encoding: String,
         /// Replicate by pim or bier (default: the topology's).
         #[arg(long)]
         replication: Option<String>,
@@ -159,6 +162,7 @@ fn load_topology(spec: &str) -> Result<topology::Topology> {
     let parts: Vec<&str> = spec.split(':').collect();
     Ok(match parts.as_slice() {
         ["figure5"] => topology::Topology::figure5(),
+        ["figure1"] => topology::Topology::figure1(),
         ["rfc8279"] => topology::Topology::rfc8279(),
         ["chain", n] => topology::Topology::chain(n.parse().context("chain:N")?),
         ["random", seed, n] => topology::Topology::random(
@@ -238,6 +242,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Lab {
             topology,
             mode,
+            branch_encoding,
             replication,
             packets,
             source_rate,
@@ -250,6 +255,11 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let mut topo = load_topology(&topology)?;
+            anyhow::ensure!(
+                ["explicit", "split", "sum"].contains(&branch_encoding.as_str()),
+                "--branch-encoding: `{branch_encoding}` is not explicit, split or sum"
+            );
+            topo.branch_encoding = branch_encoding;
             if let Some(r) = replication {
                 topo.replication = match r.as_str() {
                     "pim" => topology::Replication::Pim,
@@ -274,10 +284,11 @@ fn run(cli: Cli) -> Result<()> {
                 packets,
                 source_mbps: source_rate,
                 ecn,
+                switch_encoding_every: None,
             };
             let modes: Vec<&str> = match mode.as_deref() {
                 Some(m) => vec![m],
-                None => vec!["trace", "per-section"],
+                None => vec!["trace", "per-section", "per-hop"],
             };
             let reports = modes
                 .iter()

@@ -75,6 +75,10 @@ pub struct Topology {
     /// Source bitrate, Mb/s (default 8.1: the seed's typical 1080p60).
     #[serde(default = "default_source")]
     pub source_mbps: f64,
+    /// Per-hop mode's branch-ID encoding: explicit, split or sum (node IDs must then be
+    /// multiples of [`SUM_GAP`]).
+    #[serde(default = "default_encoding")]
+    pub branch_encoding: String,
     #[serde(rename = "node")]
     pub nodes: Vec<TopoNode>,
     #[serde(rename = "link")]
@@ -90,6 +94,12 @@ fn default_trace_type() -> u32 {
 fn default_source() -> f64 {
     8.1
 }
+fn default_encoding() -> String {
+    "explicit".to_string()
+}
+
+/// The node-ID gap of the `sum` encoding in the lab.
+pub const SUM_GAP: u32 = 16;
 
 /// The IOAM trace carries room for this many hops in trace mode.
 pub const TRACE_HOPS: usize = 12;
@@ -171,6 +181,7 @@ impl Topology {
             replication: Replication::Pim,
             trace_type: default_trace_type(),
             source_mbps: default_source(),
+            branch_encoding: default_encoding(),
             nodes: names
                 .iter()
                 .enumerate()
@@ -333,6 +344,24 @@ impl Topology {
         longest
     }
 
+    /// This tree with node IDs `SUM_GAP` apart, as the `sum` encoding needs.
+    pub fn spaced_for_sum(&self) -> Topology {
+        let mut t = self.clone();
+        for n in &mut t.nodes {
+            n.id *= SUM_GAP;
+        }
+        t
+    }
+
+    /// The seed draft's Figure 1: A → B → {C, D}.
+    pub fn figure1() -> Self {
+        Self::from_edges(
+            "figure1",
+            &["A", "B", "C", "D"],
+            &[("A", "B"), ("B", "C"), ("B", "D")],
+        )
+    }
+
     /// The configured tree as (parent ID, child ID) pairs.
     pub fn edges(&self) -> Vec<[u32; 2]> {
         self.links
@@ -429,6 +458,12 @@ impl Topology {
             "[[namespace]]\nid = 1\nrole = \"{role}\"\nmode = \"{mode}\"\ntrace_type = {}\n",
             self.trace_type
         );
+        if mode == "per-hop" {
+            let _ = writeln!(s, "branch_encoding = \"{}\"", self.branch_encoding);
+            if self.branch_encoding == "sum" {
+                let _ = writeln!(s, "sum_gap = {SUM_GAP}");
+            }
+        }
         if role == "encap" {
             // Room for what one trace has to hold: the whole path in trace mode, the longest
             // section in per-section mode.

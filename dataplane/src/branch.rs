@@ -10,6 +10,22 @@ use crate::export::BranchId;
 /// are Flow ID and Sequence Number, so bit 2 is the first unassigned one.
 pub const DEFAULT_FLAG_BIT: u8 = 2;
 
+/// The packet says which encoding its branch field is in: `explicit` sets the configured base
+/// bit, `split` the next and `sum` the one after, and only one of them. The field's position is
+/// the same for all three (they are adjacent and exclusive), so a node that changes encoding
+/// rewrites the flag and the field in place, and a node still on an older configuration decodes
+/// every field correctly.
+pub fn flag_bit(encoding: BranchEncoding, base: u8) -> u8 {
+    base + encoding.code() - 1
+}
+
+/// The encoding a DEX option's extension flags name, given the base bit and the sum gap.
+pub fn from_flags(ext_flags: u8, base: u8, gap: u32) -> Option<BranchEncoding> {
+    (0..3u8)
+        .find(|k| ext_flags & (0x80 >> (base + k)) != 0)
+        .and_then(|k| BranchEncoding::from_code(k + 1, gap))
+}
+
 /// How a branch ID is encoded in the 32-bit branch field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BranchEncoding {
@@ -119,6 +135,16 @@ mod tests {
         assert_eq!(BranchEncoding::Split.encode(id(0x1234, 7)), 0x12_3407);
         assert_eq!(BranchEncoding::Sum { gap: 16 }.encode(id(48, 2)), 50);
         assert_eq!(BranchEncoding::Sum { gap: 16 }.max_index(), 15);
+    }
+
+    #[test]
+    fn flags_name_the_encoding() {
+        let sum = BranchEncoding::Sum { gap: 16 };
+        assert_eq!(flag_bit(BranchEncoding::Explicit, 2), 2);
+        assert_eq!(flag_bit(sum, 2), 4);
+        assert_eq!(from_flags(0xc0 | 0x08, 2, 16), Some(sum));
+        assert_eq!(from_flags(0xc0 | 0x10, 2, 16), Some(BranchEncoding::Split));
+        assert_eq!(from_flags(0xc0, 2, 16), None);
     }
 
     #[test]

@@ -8,18 +8,21 @@
 use std::sync::Arc;
 
 use crate::aqm::QueueConfig;
+use crate::branch::{self, BranchEncoding};
 use crate::export::{self, BranchId, Postcard, PostcardKind, PostcardRing};
 use crate::frame::Frame;
 use crate::ioam::{
-    self, decapsulate, encapsulate, find_trace, record, EncapError, EncapPlan, HopFacts, NodeData,
-    Recorded, Role, TimestampFormat,
+    self, decapsulate, encapsulate, encapsulate_dex, find_dex, find_trace, record, EncapError,
+    EncapPlan, HopFacts, NodeData, Recorded, Role, TimestampFormat,
 };
 use crate::mcast::{self, Bift, McastMiss, Neighbor, PimTable};
+use crate::wire::ioam::dex_ext_bit;
 use crate::wire::ioam::{flags as trace_flags, MAX_TRACE_DATA};
 use crate::wire::{
     bier, ipv6, BierHeader, Error as WireError, EtherType, EthernetFrame, IoamTrace, Ipv4Packet,
     Ipv6ExtHeader, Ipv6Packet,
 };
+use crate::wire::{IoamDex, IoamDexRepr};
 
 /// Most ports one node has.
 pub const MAX_PORTS: usize = 64;
@@ -50,6 +53,8 @@ pub struct Port {
     pub name: String,
     pub if_id: u16,
     pub if_id_wide: u32,
+    /// Line rate, bits per second: what DEX's export cap is a fraction of.
+    pub capacity_bps: u64,
     /// The egress queue, when the port has a managed one (shaper, AQM); otherwise frames go
     /// straight to the wire.
     pub queue: Option<QueueConfig>,
@@ -94,6 +99,8 @@ pub struct Namespace {
     pub node: NodeData,
     /// Encapsulating namespaces: the trace to insert.
     pub plan: Option<EncapPlan>,
+    /// Per-hop namespaces: the DEX option.
+    pub dex: Option<DexConfig>,
     pub select: Vec<Selector>,
 }
 
@@ -105,6 +112,25 @@ pub enum TraceMode {
     /// A branch node exports the section so far with its own ingress-side entry, then starts
     /// each copy's trace afresh with its per-branch entry; end nodes export the last section.
     PerSection,
+    /// No trace: a DEX option (RFC 9326) asks every node to export its own data; branch nodes
+    /// stamp a branch ID into each copy (RFC 9630 §4.1).
+    PerHop,
+}
+
+/// A per-hop namespace's DEX settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DexConfig {
+    /// The Flow ID the encapsulating node writes; sequence numbers count from 0 per namespace.
+    pub flow_id: u32,
+    /// The IOAM-Trace-Type: what every node exports.
+    pub trace_type: u32,
+    pub encoding: BranchEncoding,
+    /// The base extension-flag bit of the branch field ([`crate::branch::flag_bit`]).
+    pub flag_bit: u8,
+    /// The `sum` encoding's node-ID gap, known to every node so any node decodes a sum field.
+    pub sum_gap: u32,
+    /// Export at most 1/N of the ingress port's capacity (RFC 9326 §5).
+    pub rate_divisor: u32,
 }
 
 /// A node's validated, immutable runtime configuration.
@@ -215,6 +241,8 @@ pub struct Counters {
     pub postcards_exported: u64,
     /// Postcards lost to a full ring (the packets were not).
     pub postcards_lost: u64,
+    /// DEX postcards the export-rate cap held back.
+    pub postcards_suppressed: u64,
     pub malformed: [u64; WireError::ALL.len()],
     pub dropped: [u64; DropReason::ALL.len()],
     pub tx_by_port: [u64; MAX_PORTS],
@@ -237,6 +265,7 @@ impl Default for Counters {
             bier_local: 0,
             postcards_exported: 0,
             postcards_lost: 0,
+            postcards_suppressed: 0,
             malformed: [0; WireError::ALL.len()],
             dropped: [0; DropReason::ALL.len()],
             tx_by_port: [0; MAX_PORTS],
@@ -265,6 +294,7 @@ impl Counters {
         self.bier_local += o.bier_local;
         self.postcards_exported += o.postcards_exported;
         self.postcards_lost += o.postcards_lost;
+        self.postcards_suppressed += o.postcards_suppressed;
         for (a, b) in self.malformed.iter_mut().zip(o.malformed) {
             *a += b;
         }
@@ -327,14 +357,22 @@ struct Plan {
     /// BIER: the header's frame offset, header length and TTL to write; the copies'
     /// BitStrings are in the pipeline's scratch.
     bier: Option<(usize, usize, u8)>,
+    /// DEX at a branch point: the DEX header's frame offset, this node's encoding, base flag
+    /// bit and ID: copy `t` is stamped `[node, t]`.
+    stamp: Option<(usize, BranchEncoding, u8, u32)>,
 }
 
 impl Plan {
     fn single() -> Plan {
+        Plan::with(1, None)
+    }
+
+    fn with(targets: usize, slot: Option<(core::ops::Range<usize>, usize, HopFacts)>) -> Plan {
         Plan {
-            targets: 1,
-            slot: None,
+            targets,
+            slot,
             bier: None,
+            stamp: None,
         }
     }
 }
@@ -352,6 +390,11 @@ pub struct Pipeline {
     pub buffer_occupancy: u32,
     /// Where postcards go; without a ring none are made.
     pub postcards: Option<Arc<PostcardRing>>,
+    /// The next DEX sequence number, per namespace.
+    dex_seq: Vec<u32>,
+    /// The DEX export cap's tokens (postcards) and when they were last topped up.
+    dex_budget: f64,
+    dex_budget_at: u64,
     targets: [Target; MAX_TARGETS],
     /// Per target, its BitString (BIER); the incoming one at the end.
     bier_words: Box<[u64]>,
@@ -359,12 +402,16 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(config: Arc<NodeConfig>) -> Self {
+        let namespaces = config.namespaces.len();
         Pipeline {
             config,
             counters: Counters::default(),
             queued: [0; MAX_PORTS],
             buffer_occupancy: 0,
             postcards: None,
+            dex_seq: vec![0; namespaces],
+            dex_budget: 64.0,
+            dex_budget_at: 0,
             targets: [Target {
                 port: 0,
                 local: false,
@@ -379,6 +426,8 @@ impl Pipeline {
 
     /// Switch to a new configuration; call between batches.
     pub fn set_config(&mut self, config: Arc<NodeConfig>) {
+        // Sequence numbers continue across a change; a new namespace starts at 0.
+        self.dex_seq.resize(config.namespaces.len(), 0);
         self.config = config;
     }
 
@@ -487,6 +536,18 @@ impl Pipeline {
                     self.counters.overflow += 1;
                 }
             }
+        }
+        if let Some((at, encoding, base, node_id)) = plan.stamp {
+            let id = BranchId {
+                node_id,
+                index: t as u16,
+            };
+            let b = p.frame.bytes_mut();
+            let ours = 0x80u8 >> branch::flag_bit(encoding, base);
+            let others = (0x80u8 >> base | 0x40 >> base | 0x20 >> base) & !ours;
+            b[at + 3] = b[at + 3] & !others | ours;
+            let f = at + branch_field_offset(b[at + 3], branch::flag_bit(encoding, base));
+            b[f..f + 4].copy_from_slice(&encoding.encode(id).to_be_bytes());
         }
         if let Some((at, hlen, ttl)) = plan.bier {
             let words = &self.bier_words[t * BIER_WORDS..];
@@ -661,11 +722,7 @@ impl Pipeline {
             }
             Ipv4Packet::new_unchecked(&mut p.frame.bytes_mut()[l3..]).set_ttl(ttl - 1);
         }
-        Ok(Plan {
-            targets: n,
-            slot: None,
-            bier: None,
-        })
+        Ok(Plan::with(n, None))
     }
 
     /// Export a postcard, counting it as lost when the ring is full.
@@ -742,13 +799,22 @@ impl Pipeline {
         } else {
             None
         };
-        let plan = |slot| Plan {
-            targets,
-            slot,
-            bier: None,
-        };
+        let plan = |slot| Plan::with(targets, slot);
+        if trace.is_none() && nh == ipv6::next_header::HOP_BY_HOP {
+            let end = hbh + ip.payload_len() as usize;
+            match find_dex(&bytes[..end], hbh) {
+                Ok(Some(loc)) => return self.dex_hop(config, p, l3, loc, targets, facts),
+                Ok(None) => {}
+                Err(e) => return self.malformed_multi(e, targets),
+            }
+        }
         let Some(loc) = trace else {
             let udp_port = udp_dst_port(bytes, l3, nh);
+            // RFC 9326 §4: never add DEX (or a trace) to a packet that is itself an export.
+            if udp_port.is_some_and(|p| p == IPFIX_PORT || p == IPFIX_TLS_PORT) {
+                self.counters.passthrough += 1;
+                return Ok(plan(None));
+            }
             let Some((ns_index, ns)) = config.namespaces.iter().enumerate().find(|(_, n)| {
                 n.role == Role::Encap
                     && n.select
@@ -758,6 +824,9 @@ impl Pipeline {
                 self.counters.passthrough += 1;
                 return Ok(plan(None));
             };
+            if let (TraceMode::PerHop, Some(dex)) = (ns.mode, ns.dex) {
+                return self.dex_encap(config, p, l3, ns_index, dex, targets, facts);
+            }
             let Some(encap) = ns.plan else {
                 self.counters.passthrough += 1;
                 return Ok(plan(None));
@@ -831,6 +900,212 @@ impl Pipeline {
         Ok(plan(Some((range, ns_index, facts))))
     }
 
+    /// The encapsulating node of a per-hop namespace: insert DEX with the flow's next sequence
+    /// number and the branch ID `[this node, 0]`, export this node's postcard, and stamp
+    /// `[this node, k]` into copy k when it replicates itself.
+    #[allow(clippy::too_many_arguments)]
+    fn dex_encap<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        config: &NodeConfig,
+        p: &mut Packet<B>,
+        l3: usize,
+        ns_index: usize,
+        dex: DexConfig,
+        targets: usize,
+        facts: HopFacts,
+    ) -> Outcome {
+        let ns = &config.namespaces[ns_index];
+        let seq = self.dex_seq.get(ns_index).copied().unwrap_or(0);
+        if let Some(s) = self.dex_seq.get_mut(ns_index) {
+            *s = s.wrapping_add(1);
+        }
+        let own = BranchId {
+            node_id: ns.node.node_id,
+            index: 0,
+        };
+        let field = dex.encoding.encode(own);
+        let bit = branch::flag_bit(dex.encoding, dex.flag_bit);
+        let mut extensions = [0u32; 8];
+        extensions[dex_ext_bit::FLOW_ID as usize] = dex.flow_id;
+        extensions[dex_ext_bit::SEQUENCE_NUMBER as usize] = seq;
+        extensions[bit as usize] = field;
+        let repr = IoamDexRepr {
+            namespace_id: ns.id,
+            flags: 0,
+            ext_flags: dex_ext_bit::mask(dex_ext_bit::FLOW_ID)
+                | dex_ext_bit::mask(dex_ext_bit::SEQUENCE_NUMBER)
+                | dex_ext_bit::mask(bit),
+            trace_type: dex.trace_type,
+            extensions,
+        };
+        let at = match encapsulate_dex(&mut p.frame, l3, &repr) {
+            Ok(at) => at,
+            Err(EncapError::NoHeadroom) => return Err(DropReason::NoHeadroom),
+            Err(EncapError::TooLong) => return Err(DropReason::TooLong),
+        };
+        self.counters.encap += 1;
+        let card = self.hop_postcard(
+            config,
+            ns,
+            p.frame.bytes(),
+            l3,
+            &dex,
+            seq,
+            (own, field, dex.encoding),
+            targets,
+            facts,
+        );
+        self.export_dex(card, &dex, config, p.rx_port, facts.now_ns);
+        let mut plan = Plan::with(targets, None);
+        if targets > 1 {
+            plan.stamp = Some((at, dex.encoding, dex.flag_bit, ns.node.node_id));
+        }
+        Ok(plan)
+    }
+
+    /// A transit or decapsulating node of a per-hop namespace: export this node's postcard with
+    /// the branch ID the packet came with; strip DEX at the end, or stamp each copy at a branch.
+    fn dex_hop<B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        config: &NodeConfig,
+        p: &mut Packet<B>,
+        l3: usize,
+        loc: ioam::TraceLocation,
+        targets: usize,
+        facts: HopFacts,
+    ) -> Outcome {
+        let bytes = p.frame.bytes();
+        let d = match IoamDex::new_checked(&bytes[loc.trace_range()]) {
+            Ok(d) => d,
+            Err(e) => return self.malformed_multi(e, targets),
+        };
+        let Some((ns, dex)) = config
+            .namespaces
+            .iter()
+            .find(|n| {
+                n.id == d.namespace_id() && n.role != Role::Encap && n.mode == TraceMode::PerHop
+            })
+            .and_then(|n| Some((n, n.dex?)))
+        else {
+            self.counters.passthrough += 1;
+            return Ok(Plan::with(targets, None));
+        };
+        // The packet says which encoding its field is in, whatever this node's is now.
+        let carried = branch::from_flags(d.ext_flags(), dex.flag_bit, dex.sum_gap);
+        let received = match carried {
+            Some(enc) => {
+                let field = d
+                    .extension(branch::flag_bit(enc, dex.flag_bit))
+                    .unwrap_or(0);
+                (enc.decode(field), field, enc)
+            }
+            None => (BranchId::default(), 0, dex.encoding),
+        };
+        let seq = d.sequence_number().unwrap_or(0);
+        let dex_pkt = DexConfig {
+            flow_id: d.flow_id().unwrap_or(0),
+            trace_type: d.trace_type(),
+            ..dex
+        };
+        let dex_at = loc.trace();
+        let card = self.hop_postcard(
+            config, ns, bytes, l3, &dex_pkt, seq, received, targets, facts,
+        );
+        self.export_dex(card, &dex, config, p.rx_port, facts.now_ns);
+        if ns.role == Role::Decap {
+            decapsulate(&mut p.frame, l3, &loc);
+            self.counters.decap += 1;
+            return Ok(Plan::with(targets, None));
+        }
+        self.counters.transit += 1;
+        let mut plan = Plan::with(targets, None);
+        if targets > 1 && carried.is_some() {
+            plan.stamp = Some((dex_at, dex.encoding, dex.flag_bit, ns.node.node_id));
+        }
+        Ok(plan)
+    }
+
+    /// This node's DEX postcard: its own data for the DEX trace type, the branch ID received.
+    #[allow(clippy::too_many_arguments)]
+    fn hop_postcard(
+        &self,
+        config: &NodeConfig,
+        ns: &Namespace,
+        bytes: &[u8],
+        l3: usize,
+        dex: &DexConfig,
+        seq: u32,
+        (branch, field, encoding): (BranchId, u32, BranchEncoding),
+        targets: usize,
+        facts: HopFacts,
+    ) -> Postcard {
+        let ip = Ipv6Packet::new_unchecked(&bytes[l3..]);
+        let egress = config.ports.get(self.targets[0].port as usize);
+        let f = if targets == 1 {
+            HopFacts {
+                egress_if: egress.map_or(u16::MAX, |x| x.if_id),
+                egress_if_wide: egress.map_or(u32::MAX, |x| x.if_id_wide),
+                ..facts
+            }
+        } else {
+            facts
+        };
+        let mut c = Postcard::new(PostcardKind::Hop);
+        c.observation_ns = facts.now_ns;
+        c.node_id = ns.node.node_id;
+        c.namespace_id = ns.id;
+        c.trace_type = dex.trace_type;
+        c.digest = packet_digest(bytes, l3);
+        c.flow_id = dex.flow_id;
+        c.sequence = seq;
+        c.branch = branch;
+        c.branch_encoding = encoding.code();
+        c.branch_field = field;
+        c.epoch = config.epoch;
+        c.ingress_if = f.ingress_if as u32;
+        c.egress_if = f.egress_if as u32;
+        c.src_addr = ip.src_addr();
+        c.dst_addr = ip.dst_addr();
+        c.flow_label = ip.flow_label();
+        c.hop_limit = f.hop_limit;
+        let units = ns.node.slot_units(dex.trace_type).min(MAX_TRACE_DATA / 4);
+        ioam::write_slot(&mut c.data[..units * 4], dex.trace_type, &ns.node, &f);
+        c.data_len = (units * 4) as u8;
+        c
+    }
+
+    /// Export a DEX postcard within the cap: at most 1/N of the ingress port's capacity (RFC
+    /// 9326 §5), counting a 28-octet UDP/IP share and the record; what the cap holds back is
+    /// counted, never the packet.
+    fn export_dex(
+        &mut self,
+        card: Postcard,
+        dex: &DexConfig,
+        config: &NodeConfig,
+        rx: u16,
+        now: u64,
+    ) {
+        if self.postcards.is_none() {
+            return;
+        }
+        let capacity = config
+            .ports
+            .get(rx as usize)
+            .map_or(10_000_000_000, |p| p.capacity_bps);
+        let bits = ((28 + 96 + card.data_len as usize) * 8) as f64;
+        let rate = capacity as f64 / dex.rate_divisor.max(1) as f64 / bits;
+        let burst = (rate / 100.0).max(64.0);
+        let elapsed = now.saturating_sub(self.dex_budget_at) as f64 / 1e9;
+        self.dex_budget = (self.dex_budget + elapsed * rate).min(burst);
+        self.dex_budget_at = self.dex_budget_at.max(now);
+        if self.dex_budget < 1.0 {
+            self.counters.postcards_suppressed += 1;
+            return;
+        }
+        self.dex_budget -= 1.0;
+        self.export(card);
+    }
+
     /// RFC 9630 §4.2 at a branch point: export the section so far with this node's
     /// ingress-side entry (egress unknown: all ones), then clear the trace so that every copy
     /// starts a fresh section with its per-branch entry.
@@ -879,11 +1154,7 @@ impl Pipeline {
         self.counters.malformed[e.index()] += 1;
         match self.config.malformed {
             MalformedPolicy::Drop => Err(DropReason::Malformed),
-            MalformedPolicy::Forward => Ok(Plan {
-                targets,
-                slot: None,
-                bier: None,
-            }),
+            MalformedPolicy::Forward => Ok(Plan::with(targets, None)),
         }
     }
 
@@ -991,9 +1262,8 @@ impl Pipeline {
         }
         let inner = l3 + hlen;
         let mut plan = Plan {
-            targets: count,
-            slot: None,
             bier: Some((l3, hlen, ttl - 1)),
+            ..Plan::with(count, None)
         };
         if h.proto() == bier::proto::IPV6 && Ipv6Packet::new_checked(&bytes[inner..]).is_ok() {
             let rx = config.ports.get(p.rx_port as usize);
@@ -1009,12 +1279,68 @@ impl Pipeline {
                 buffer_occupancy: self.buffer_occupancy,
             };
             // Encap at the BFIR, transit at a BFR: a local copy meets its decapsulating role
-            // when it comes back through the graph as IPv6.
-            plan.slot = self.inner_ioam(config, p, inner, count, facts)?;
+            // when it comes back through the graph as IPv6, so a BFER does nothing here.
+            let local_only = (0..count).all(|t| self.targets[t].local);
+            let per_hop = Ipv6Packet::new_unchecked(&bytes[inner..]).next_header()
+                == ipv6::next_header::HOP_BY_HOP
+                && find_dex(bytes, inner + ipv6::HEADER_LEN).is_ok_and(|d| d.is_some());
+            if local_only {
+                self.counters.passthrough += 1;
+            } else if per_hop {
+                let hbh = inner + ipv6::HEADER_LEN;
+                let loc = find_dex(p.frame.bytes(), hbh).ok().flatten();
+                let transit = loc.and_then(|loc| {
+                    let d = IoamDex::new_checked(&p.frame.bytes()[loc.trace_range()]).ok()?;
+                    config
+                        .namespaces
+                        .iter()
+                        .any(|n| n.id == d.namespace_id() && n.role == Role::Transit)
+                        .then_some(loc)
+                });
+                match transit {
+                    Some(loc) => {
+                        plan.stamp = self.dex_hop(config, p, inner, loc, count, facts)?.stamp
+                    }
+                    None => self.counters.passthrough += 1,
+                }
+            } else if let Some(dex_encap) = self.inner_dex_encap(config, p.frame.bytes(), inner) {
+                let (ns_index, dex) = dex_encap;
+                plan.stamp = self
+                    .dex_encap(config, p, inner, ns_index, dex, count, facts)?
+                    .stamp;
+            } else {
+                plan.slot = self.inner_ioam(config, p, inner, count, facts)?;
+            }
         } else {
             self.counters.passthrough += 1;
         }
         Ok(plan)
+    }
+
+    /// The per-hop namespace that would encapsulate this inner IPv6 packet, if any and if it
+    /// carries no IOAM yet.
+    fn inner_dex_encap(
+        &self,
+        config: &NodeConfig,
+        bytes: &[u8],
+        l3: usize,
+    ) -> Option<(usize, DexConfig)> {
+        let ip = Ipv6Packet::new_unchecked(&bytes[l3..]);
+        if ip.next_header() == ipv6::next_header::HOP_BY_HOP {
+            let hbh = l3 + ipv6::HEADER_LEN;
+            if find_trace(bytes, hbh).ok()?.is_some() {
+                return None;
+            }
+        }
+        let (src, dst, tc) = (ip.src_addr(), ip.dst_addr(), ip.traffic_class());
+        let udp_port = udp_dst_port(bytes, l3, ip.next_header());
+        let (i, ns) = config.namespaces.iter().enumerate().find(|(_, n)| {
+            n.role == Role::Encap
+                && n.select
+                    .iter()
+                    .any(|s| selects(s, &src, &dst, tc >> 2, udp_port))
+        })?;
+        (ns.mode == TraceMode::PerHop).then_some((i, ns.dex?))
     }
 
     /// The encapsulating and transit parts of [`Self::ioam`] for a packet inside BIER (a BFIR
@@ -1091,6 +1417,15 @@ fn selects(s: &Selector, src: &[u8; 16], dst: &[u8; 16], dscp: u8, udp: Option<u
         && s.udp_dst_port.is_none_or(|port| udp == Some(port))
 }
 
+/// IPFIX's UDP ports (RFC 7011 §10.3): packets to them are exports, never instrumented.
+const IPFIX_PORT: u16 = 4739;
+const IPFIX_TLS_PORT: u16 = 4740;
+
+/// Offset of the extension field of `bit` from the DEX header's start.
+fn branch_field_offset(ext_flags: u8, bit: u8) -> usize {
+    crate::wire::ioam::DEX_HEADER_LEN + 4 * (ext_flags & !(0xffu8 >> bit)).count_ones() as usize
+}
+
 /// The offset and protocol of the upper layer, past Hop-by-Hop and Destination Options.
 fn upper_layer(bytes: &[u8], l3: usize, mut nh: u8) -> Option<(usize, u8)> {
     let mut at = l3 + ipv6::HEADER_LEN;
@@ -1164,6 +1499,7 @@ mod tests {
             mode,
             node: n,
             plan: (role == Role::Encap).then(|| EncapPlan::new(1, 0xf8_0000, 8, &n)),
+            dex: None,
             select: vec![Selector {
                 dst: Some(Prefix {
                     addr: [0xff; 16],
@@ -1182,6 +1518,7 @@ mod tests {
                 if_id: id as u16 * 10 + k,
                 if_id_wide: id * 10 + k as u32,
                 queue: None,
+                capacity_bps: 10_000_000_000,
             })
             .collect();
         NodeConfig {

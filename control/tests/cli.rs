@@ -29,7 +29,7 @@ fn lab_json_has_the_design_keys() {
         .iter()
         .map(|r| r["mode"].as_str().unwrap())
         .collect();
-    assert_eq!(modes, ["trace", "per-section"]);
+    assert_eq!(modes, ["trace", "per-section", "per-hop"]);
     for r in reports {
         assert_eq!(r["tree_matches"], true);
         assert_eq!(r["packets_sent"], 50);

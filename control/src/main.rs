@@ -1,1 +1,384 @@
-fn main() {}
+//! The `mtnode` command: argument parsing and output only; the work is in the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use mtnode_control::{collector, config, ipfix, lab, replay, sim, topology};
+
+/// mtnode: a multicast telemetry node (IOAM trace insert/transit/strip, postcards, AQM).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run in-process nodes joined by memory links, rebuild the tree from their postcards.
+    Lab {
+        /// A topology file, or a built-in: figure5 (default), figure1, rfc8279, chain:N,
+        /// random:SEED:NODES.
+        #[arg(long, default_value = "figure5")]
+        topology: String,
+        /// trace, per-section or per-hop (default: all three, one report each).
+        #[arg(long)]
+        mode: Option<String>,
+        /// Per-hop mode's branch-ID encoding: explicit, split or sum.
+        #[arg(long, default_value = "explicit")]
+        branch_encoding: String,
+        /// Replicate by pim or bier (default: the topology's).
+        #[arg(long)]
+        replication: Option<String>,
+        /// Packets the source sends.
+        #[arg(long, default_value_t = 1000)]
+        packets: u32,
+        /// Source rate, Mb/s on the wire (default: the topology's; 0 = as fast as possible).
+        #[arg(long)]
+        source_rate: Option<f64>,
+        /// Send ECT(0), so AQMs mark instead of dropping.
+        #[arg(long)]
+        ecn: bool,
+        /// Put a shaped, AQM-managed bottleneck on the link FROM-TO (node names).
+        #[arg(long)]
+        bottleneck: Option<String>,
+        /// The bottleneck's rate, Mb/s.
+        #[arg(long, default_value_t = 10.0)]
+        bottleneck_rate: f64,
+        /// The bottleneck's AQM: pie or red.
+        #[arg(long, default_value = "pie")]
+        aqm: String,
+        /// The bottleneck queue's limit, packets.
+        #[arg(long, default_value_t = 1000)]
+        queue_limit: usize,
+        /// Lose this fraction of packets on a link: FROM-TO:RATE.
+        #[arg(long)]
+        loss: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a node's pipeline over a pcap: per-port pcaps, traces.jsonl and stats.json.
+    Replay {
+        /// The node's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Input pcap (Ethernet).
+        #[arg(long)]
+        input: PathBuf,
+        /// Where the outputs go (created if missing).
+        #[arg(long)]
+        output_dir: PathBuf,
+        /// The port the input arrives on (default: the first port).
+        #[arg(long)]
+        ingress: Option<String>,
+        /// Print stats.json to stdout too.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Collect IPFIX postcards over UDP and rebuild the multicast tree from them.
+    Collect {
+        /// UDP address to listen on, e.g. 0.0.0.0:4739 or [::]:4739.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write the tree as Graphviz dot to this file.
+        #[arg(long)]
+        dot: Option<PathBuf>,
+        /// Stop after this many postcards.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many milliseconds. With neither --count nor --timeout-ms, the
+        /// collector runs until killed and prints its report every 10 seconds.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Private Enterprise Number of mtnode's enterprise-specific fields.
+        #[arg(long, default_value_t = ipfix::DEFAULT_ENTERPRISE_NUMBER)]
+        enterprise_number: u32,
+    },
+    /// Closed-loop simulations that drive mtnode's real queue code.
+    Sim {
+        #[command(subcommand)]
+        what: SimCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SimCommand {
+    /// Responsive senders (and optional video) through one AQM-managed bottleneck.
+    Aqm {
+        /// pie or red.
+        #[arg(long, default_value = "pie")]
+        aqm: String,
+        /// Senders, e.g. reno:10 or reno:5,cubic:5.
+        #[arg(long, default_value = "reno:10")]
+        flows: String,
+        /// Unresponsive video streams, e.g. 1080p:2 (480p, 720p, 1080p, 2160p).
+        #[arg(long, default_value = "")]
+        video: String,
+        /// Bottleneck rate, Mb/s.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Base round-trip time, ms.
+        #[arg(long, default_value_t = 40.0)]
+        rtt: f64,
+        /// Simulated seconds.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Seconds left out of the statistics (slow start).
+        #[arg(long, default_value_t = 5.0)]
+        warmup: f64,
+        /// Turn ECN off: the AQM drops instead of marking.
+        #[arg(long)]
+        no_ecn: bool,
+        /// Draw queue delay and probability over time into this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mtnode: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A built-in topology name or a topology file.
+fn load_topology(spec: &str) -> Result<topology::Topology> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    Ok(match parts.as_slice() {
+        ["figure5"] => topology::Topology::figure5(),
+        ["figure1"] => topology::Topology::figure1(),
+        ["rfc8279"] => topology::Topology::rfc8279(),
+        ["chain", n] => topology::Topology::chain(n.parse().context("chain:N")?),
+        ["random", seed, n] => topology::Topology::random(
+            seed.parse().context("random:SEED:NODES")?,
+            n.parse().context("random:SEED:NODES")?,
+            8,
+            topology::TRACE_HOPS - 2,
+            topology::Replication::Pim,
+        ),
+        _ => {
+            let text =
+                std::fs::read_to_string(spec).with_context(|| format!("--topology {spec}"))?;
+            topology::Topology::parse(spec, &text)?
+        }
+    })
+}
+
+fn find_link(t: &topology::Topology, spec: &str) -> Result<usize> {
+    let (a, b) = spec.split_once('-').context("a link is FROM-TO")?;
+    t.links
+        .iter()
+        .position(|l| l.from == a && l.to == b)
+        .with_context(|| format!("no link {a} -> {b} in topology {}", t.name))
+}
+
+fn parse_aqm(s: &str) -> Result<sim::AqmKind> {
+    match s {
+        "pie" => Ok(sim::AqmKind::Pie),
+        "red" => Ok(sim::AqmKind::Red),
+        other => anyhow::bail!("--aqm: `{other}` is not pie or red"),
+    }
+}
+
+fn print_collect(
+    c: &collector::Collector,
+    json: bool,
+    dot: Option<&std::path::Path>,
+) -> Result<()> {
+    let report = c.report();
+    if let Some(path) = dot {
+        std::fs::write(path, collector::to_dot(&c.tree()))
+            .with_context(|| format!("--dot {}", path.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", collector::render(&report));
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Collect {
+            listen,
+            json,
+            dot,
+            count,
+            timeout_ms,
+            enterprise_number,
+        } => {
+            let socket =
+                std::net::UdpSocket::bind(listen).with_context(|| format!("--listen {listen}"))?;
+            let mut c = collector::Collector::new(enterprise_number);
+            if count.is_none() && timeout_ms.is_none() {
+                loop {
+                    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    c.run(&socket, None, Some(until))?;
+                    print_collect(&c, json, dot.as_deref())?;
+                }
+            }
+            let deadline = timeout_ms
+                .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
+            c.run(&socket, count, deadline)?;
+            print_collect(&c, json, dot.as_deref())?;
+        }
+        Command::Lab {
+            topology,
+            mode,
+            branch_encoding,
+            replication,
+            packets,
+            source_rate,
+            ecn,
+            bottleneck,
+            bottleneck_rate,
+            aqm,
+            queue_limit,
+            loss,
+            json,
+        } => {
+            let mut topo = load_topology(&topology)?;
+            anyhow::ensure!(
+                ["explicit", "split", "sum"].contains(&branch_encoding.as_str()),
+                "--branch-encoding: `{branch_encoding}` is not explicit, split or sum"
+            );
+            topo.branch_encoding = branch_encoding;
+            if let Some(r) = replication {
+                topo.replication = match r.as_str() {
+                    "pim" => topology::Replication::Pim,
+                    "bier" => topology::Replication::Bier,
+                    other => anyhow::bail!("--replication: `{other}` is not pim or bier"),
+                };
+            }
+            if let Some(link) = bottleneck {
+                let l = find_link(&topo, &link)?;
+                topo.links[l].bottleneck = Some(topology::Bottleneck {
+                    rate_mbps: bottleneck_rate,
+                    aqm: parse_aqm(&aqm)?,
+                    limit: queue_limit,
+                });
+            }
+            if let Some(spec) = loss {
+                let (link, rate) = spec.rsplit_once(':').context("--loss takes FROM-TO:RATE")?;
+                let l = find_link(&topo, link)?;
+                topo.links[l].loss = rate.parse().context("--loss: RATE is not a number")?;
+            }
+            let opts = lab::LabOptions {
+                packets,
+                source_mbps: source_rate,
+                ecn,
+                switch_encoding_every: None,
+            };
+            let modes: Vec<&str> = match mode.as_deref() {
+                Some(m) => vec![m],
+                None => vec!["trace", "per-section", "per-hop"],
+            };
+            let reports = modes
+                .iter()
+                .map(|m| lab::run(&topo, m, &opts))
+                .collect::<Result<Vec<_>>>()?;
+            if json {
+                let v = if reports.len() == 1 {
+                    reports[0].clone()
+                } else {
+                    serde_json::Value::Array(reports)
+                };
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for r in &reports {
+                    print!("{}", lab::render(r));
+                }
+            }
+        }
+        Command::Replay {
+            config,
+            input,
+            output_dir,
+            ingress,
+            json,
+        } => {
+            let (cfg, export) = config::load_with_export(&config)?;
+            let cfg = Arc::new(cfg);
+            let ingress = match ingress {
+                Some(name) => cfg
+                    .ports
+                    .iter()
+                    .position(|p| p.name == name)
+                    .with_context(|| {
+                        format!("--ingress: no port named `{name}` in {}", config.display())
+                    })? as u16,
+                None => 0,
+            };
+            let report =
+                replay::replay_exporting(cfg, export.as_ref(), &input, &output_dir, ingress)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.stats)?);
+            } else {
+                let c = &report.counters;
+                println!(
+                    "replayed {} packets: {} out, {} dropped, {} malformed; encap {} transit {} decap {} passthrough {}; {} traces -> {}",
+                    report.stats["packets_in"], c.packets_out, report.stats["dropped"],
+                    report.stats["malformed_total"], c.encap, c.transit, c.decap, c.passthrough,
+                    report.traces, output_dir.display()
+                );
+            }
+        }
+        Command::Sim {
+            what:
+                SimCommand::Aqm {
+                    aqm,
+                    flows,
+                    video,
+                    rate,
+                    rtt,
+                    duration,
+                    warmup,
+                    no_ecn,
+                    plot,
+                    seed,
+                    json,
+                },
+        } => {
+            let params = sim::SimParams {
+                aqm: parse_aqm(&aqm)?,
+                flows: sim::parse_flows(&flows)?,
+                video: sim::parse_video(&video)?,
+                rate_mbps: rate,
+                rtt_ms: rtt,
+                duration_s: duration,
+                warmup_s: warmup,
+                ecn: !no_ecn,
+                seed,
+            };
+            let (report, series) = sim::run(&params)?;
+            if let Some(path) = plot {
+                let title = format!("{aqm}, {flows}, {rate} Mb/s, {rtt} ms");
+                sim::plot(&series, &title, &path)
+                    .with_context(|| format!("--plot {}", path.display()))?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", sim::render(&report));
+            }
+        }
+    }
+    Ok(())
+}

@@ -177,11 +177,105 @@ pub fn write_slot(slot: &mut [u8], trace_type: u32, node: &NodeData, f: &HopFact
         }
     }
     if let Some(c) = complement_at {
-        // RFC 9197 §4.4.2.8 / RFC 7820: make the slot's one's-complement sum zero, so a checksum
-        // covering the trace is the same as over the zeroed pre-allocated slot.
-        let sum = checksum_sum(0, &slot[..at]);
-        put16(slot, c, checksum_finish(sum));
+        fill_complement(&mut slot[..at], c);
     }
+}
+
+/// RFC 9197 §4.4.2.8 / RFC 7820: make the slot's one's-complement sum zero, so a checksum
+/// covering the trace is the same as over the zeroed pre-allocated slot. The complement field at
+/// `at` must be zero on entry.
+fn fill_complement(slot: &mut [u8], at: usize) {
+    let sum = checksum_sum(0, slot);
+    put16(slot, at, checksum_finish(sum));
+}
+
+/// What the egress side knows when a packet leaves its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EgressFacts {
+    /// This node's short node ID: only its own slot is rewritten.
+    pub node_id: u32,
+    /// Packets ahead of this one in the egress queue when it arrived there.
+    pub queue_depth: u32,
+    /// Time spent in the egress queue, ns: added to the transit delay written at processing.
+    pub queue_sojourn_ns: u64,
+    pub buffer_occupancy: u32,
+}
+
+/// At dequeue, rewrite the egress-side fields of this node's slot (the newest entry of the
+/// frame's trace, if its node ID is ours): transit delay (bit 4, grown by the queue sojourn, so
+/// it spans receive to dequeue), queue depth (bit 6) and buffer occupancy (bit 11), and the
+/// checksum complement (bit 7) after them. Returns whether a slot
+/// was rewritten. Frames without a trace, or whose newest entry is another node's, are left
+/// alone.
+pub fn patch_egress(frame: &mut [u8], f: &EgressFacts) -> bool {
+    let Some(range) = trace_range(frame) else {
+        return false;
+    };
+    let mut t = IoamTrace::new_unchecked(&mut frame[range]);
+    let tt = t.trace_type();
+    let at = t.remaining_len() as usize * 4;
+    let fixed = node_len_for(tt) as usize * 4;
+    let data = t.data_mut();
+    if at + fixed > data.len() {
+        return false;
+    }
+    let mut len = fixed;
+    if tt & trace_bit::mask(trace_bit::OPAQUE_STATE_SNAPSHOT) != 0 {
+        let Some(w) = data.get(at + fixed..at + fixed + 4) else {
+            return false;
+        };
+        len += 4 + (w[0] as usize) * 4;
+        if at + len > data.len() {
+            return false;
+        }
+    }
+    let slot = &mut data[at..at + len];
+    let (mut off, mut complement) = (0, None);
+    let mut bits = tt & 0xff_fffe;
+    while bits != 0 {
+        let bit = (bits.leading_zeros() - 8) as u8;
+        bits &= !trace_bit::mask(bit);
+        match bit {
+            trace_bit::HOP_LIM_NODE_ID if be32(slot, off) & 0xff_ffff != f.node_id & 0xff_ffff => {
+                return false;
+            }
+            trace_bit::TRANSIT_DELAY => {
+                let d = be32(slot, off) as u64 + f.queue_sojourn_ns;
+                put32(slot, off, if d > 0x7fff_ffff { u32::MAX } else { d as u32 });
+            }
+            trace_bit::QUEUE_DEPTH => put32(slot, off, f.queue_depth),
+            trace_bit::BUFFER_OCCUPANCY => put32(slot, off, f.buffer_occupancy),
+            trace_bit::CHECKSUM_COMPLEMENT => {
+                put32(slot, off, 0);
+                complement = Some(off);
+            }
+            _ => {}
+        }
+        off += crate::wire::ioam::bit_units(bit) as usize * 4;
+    }
+    if tt & trace_bit::mask(trace_bit::HOP_LIM_NODE_ID) == 0 {
+        return false;
+    }
+    if let Some(c) = complement {
+        fill_complement(slot, c);
+    }
+    true
+}
+
+/// The frame range of the trace header and data of an IPv6 frame's Pre-allocated Trace.
+fn trace_range(frame: &[u8]) -> Option<core::ops::Range<usize>> {
+    let eth = crate::wire::EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != crate::wire::EtherType::Ipv6 {
+        return None;
+    }
+    let l3 = eth.header_len();
+    let ip = crate::wire::Ipv6Packet::new_checked(&frame[l3..]).ok()?;
+    if ip.next_header() != ipv6::next_header::HOP_BY_HOP {
+        return None;
+    }
+    let loc = find_trace(frame, l3 + ipv6::HEADER_LEN).ok()??;
+    IoamTrace::new_checked(&frame[loc.trace_range()]).ok()?;
+    Some(loc.trace_range())
 }
 
 /// What recording into a trace did.
@@ -230,11 +324,9 @@ impl EncapPlan {
         }
     }
 
-    /// Octets the insertion adds: PadN(2), the 4-octet option prefix, the trace header, the
-    /// data, and padding to 8n, plus the 2-octet header when a new one is made (which the
-    /// padding absorbs: the figure is the same either way).
+    /// Octets the insertion adds (see [`option_insert_len`]).
     pub fn insert_len(&self) -> usize {
-        (16 + self.data_len).next_multiple_of(8)
+        option_insert_len(TRACE_HEADER_LEN + self.data_len)
     }
 }
 
@@ -257,25 +349,42 @@ impl From<NoRoom> for EncapError {
     }
 }
 
-/// Insert a pre-allocated trace into the IPv6 packet at frame offset `l3`, into its Hop-by-Hop
-/// header if it has one (as the first option, keeping the others and their 8n alignment) or a
-/// new one. Returns the frame offset of the trace header. The caller has checked the IPv6
-/// header and any Hop-by-Hop header.
-pub fn encapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
+/// Octets an IOAM option with a `body`-octet body adds: PadN(2), the 4-octet option prefix, the
+/// body and padding to 8n, plus the 2-octet header when a new one is made (which the padding
+/// absorbs: the figure is the same either way).
+pub fn option_insert_len(body: usize) -> usize {
+    (8 + body).next_multiple_of(8)
+}
+
+/// Insert an IOAM option (`option_type` 0x31 or 0x11, IOAM Option-Type `ioam_type`) with a
+/// zeroed `body`-octet body into the IPv6 packet at frame offset `l3`: into its Hop-by-Hop header
+/// if it has one (as the first option, keeping the others and their 8n alignment) or a new one.
+/// Only the headers in front of the insertion point move (into the headroom). Returns the frame
+/// offset of the body. The caller has checked the IPv6 header and any Hop-by-Hop header.
+pub fn insert_option<B: AsRef<[u8]> + AsMut<[u8]>>(
     frame: &mut Frame<B>,
     l3: usize,
-    plan: &EncapPlan,
+    option: u8,
+    ioam_type: u8,
+    body: usize,
 ) -> Result<usize, EncapError> {
-    let s = plan.insert_len();
+    let s = option_insert_len(body);
     let b = frame.bytes();
     let payload_len = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]) as usize + s;
-    if payload_len > u16::MAX as usize {
+    if payload_len > u16::MAX as usize || body + 2 > 255 {
         return Err(EncapError::TooLong);
     }
     let nh = b[l3 + 6];
     let hbh = l3 + ipv6::HEADER_LEN;
     let new_header = nh != ipv6::next_header::HOP_BY_HOP;
-    let gap_at = if !new_header {
+    let gap_start = if new_header {
+        frame.insert_gap(hbh, s)?;
+        let b = frame.bytes_mut();
+        b[l3 + 6] = ipv6::next_header::HOP_BY_HOP;
+        b[hbh] = nh;
+        b[hbh + 1] = (s / 8 - 1) as u8;
+        hbh
+    } else {
         if b[hbh + 1] as usize + s / 8 > 255 {
             return Err(EncapError::TooLong);
         }
@@ -283,35 +392,64 @@ pub fn encapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
         let b = frame.bytes_mut();
         b[hbh + 1] += (s / 8) as u8;
         hbh + 2
-    } else {
-        frame.insert_gap(hbh, s)?;
-        let b = frame.bytes_mut();
-        b[l3 + 6] = ipv6::next_header::HOP_BY_HOP;
-        b[hbh] = nh;
-        b[hbh + 1] = (s / 8 - 1) as u8;
-        hbh + 2
     };
     let b = frame.bytes_mut();
     put16(b, l3 + 4, payload_len as u16);
-    // [PadN 0][0x31 | len | reserved | type 0][trace header][zeros][padding]
-    emit_padding(&mut b[gap_at..], 2);
-    let opt = gap_at + 2;
-    b[opt] = option_type::IOAM_CHG;
-    b[opt + 1] = (2 + TRACE_HEADER_LEN + plan.data_len) as u8;
+    // [PadN 0][type | len | reserved | IOAM type][body][padding]
+    emit_padding(&mut b[hbh + 2..], 2);
+    let opt = hbh + 4;
+    b[opt] = option;
+    b[opt + 1] = (2 + body) as u8;
     b[opt + 2] = 0;
-    b[opt + 3] = crate::wire::ioam::option_type::PREALLOCATED_TRACE;
-    let th = opt + 4;
-    let mut t = IoamTrace::new_unchecked(&mut b[th..th + TRACE_HEADER_LEN + plan.data_len]);
+    b[opt + 3] = ioam_type;
+    let start = opt + 4;
+    b[start..start + body].fill(0);
+    let end = start + body;
+    emit_padding(&mut b[end..], gap_start + s - end);
+    Ok(start)
+}
+
+/// Insert a pre-allocated trace as `plan` says (see [`insert_option`]). Returns the frame offset
+/// of the trace header.
+pub fn encapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
+    frame: &mut Frame<B>,
+    l3: usize,
+    plan: &EncapPlan,
+) -> Result<usize, EncapError> {
+    let len = TRACE_HEADER_LEN + plan.data_len;
+    let th = insert_option(
+        frame,
+        l3,
+        option_type::IOAM_CHG,
+        crate::wire::ioam::option_type::PREALLOCATED_TRACE,
+        len,
+    )?;
+    let mut t = IoamTrace::new_unchecked(&mut frame.bytes_mut()[th..th + len]);
     t.set_namespace_id(plan.namespace_id);
     t.set_node_len(node_len_for(plan.trace_type));
     t.set_flags(0);
     t.set_remaining_len((plan.data_len / 4) as u8);
     t.set_trace_type(plan.trace_type);
-    t.data_mut().fill(0);
-    let end = th + TRACE_HEADER_LEN + plan.data_len;
-    let gap_start = if new_header { hbh } else { hbh + 2 };
-    emit_padding(&mut b[end..], gap_start + s - end);
     Ok(th)
+}
+
+/// Insert a DEX option (RFC 9326, Hop-by-Hop option 0x11) carrying `dex`. Returns the frame
+/// offset of the DEX header.
+pub fn encapsulate_dex<B: AsRef<[u8]> + AsMut<[u8]>>(
+    frame: &mut Frame<B>,
+    l3: usize,
+    dex: &crate::wire::IoamDexRepr,
+) -> Result<usize, EncapError> {
+    let len = dex.buffer_len();
+    let at = insert_option(
+        frame,
+        l3,
+        option_type::IOAM,
+        crate::wire::ioam::option_type::DEX,
+        len,
+    )?;
+    dex.emit(&mut frame.bytes_mut()[at..at + len]);
+    Ok(at)
 }
 
 /// Where a trace option sits in a Hop-by-Hop header.
@@ -337,9 +475,21 @@ impl TraceLocation {
     }
 }
 
-/// Strip the trace option at `loc`, and the Hop-by-Hop header with it when nothing but padding
-/// is left, so that a packet encapsulated by [`encapsulate`] comes back byte for byte. `l3` is
-/// the frame offset of the IPv6 header. The header was checked when `loc` was found.
+/// Is `bytes` exactly the padding [`emit_padding`] writes for its length?
+fn is_our_padding(bytes: &[u8]) -> bool {
+    match bytes.len() {
+        0 => true,
+        1 => bytes[0] == option_type::PAD1,
+        n => bytes[0] == option_type::PADN && bytes[1] as usize == n - 2,
+    }
+}
+
+/// Strip the trace option at `loc`. A trace [`encapsulate`] inserted comes off exactly: its
+/// 8n-octet block (leading PadN, option, trailing padding) from an existing header, or the whole
+/// header it made, so the packet comes back byte for byte. Any other layout loses the option
+/// and the padding around it, keeps the header 8n long, and drops the header when only padding
+/// is left. `l3` is the frame offset of the IPv6 header; the caller has checked that the
+/// header lies within the IPv6 Payload Length.
 pub fn decapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
     frame: &mut Frame<B>,
     l3: usize,
@@ -348,9 +498,30 @@ pub fn decapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
     let b = frame.bytes();
     let hdr = Ipv6ExtHeader::new_unchecked(&b[loc.hbh..]);
     let hlen = hdr.header_len();
-    // The padding run right before and right after the option goes with it.
+    let nh = hdr.next_header();
+    let payload_len = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]);
+    let h = &b[loc.hbh..loc.hbh + hlen];
+    let opt_end = loc.option + loc.option_len;
+    let ours = loc.option == 4 && h[2] == option_type::PADN && h[3] == 0;
+    // The whole header, as encapsulate makes a new one.
+    let new_tail = hlen.checked_sub(opt_end);
+    if ours && new_tail.is_some_and(|t| t < 8 && is_our_padding(&h[opt_end..])) {
+        return remove_header(frame, l3, loc.hbh, hlen, nh, payload_len);
+    }
+    // The block encapsulate puts first in an existing header.
+    let ex_tail = (8 - (opt_end - 2) % 8) % 8;
+    if ours && opt_end + ex_tail < hlen && is_our_padding(&h[opt_end..opt_end + ex_tail]) {
+        let cut = opt_end + ex_tail - 2;
+        frame.remove_range(loc.hbh + 2, cut);
+        let b = frame.bytes_mut();
+        b[loc.hbh + 1] -= (cut / 8) as u8;
+        put16(b, l3 + 4, payload_len - cut as u16);
+        return;
+    }
+    // Someone else's layout: the padding run right before and right after the option goes with
+    // it.
     let mut start = loc.option;
-    let mut end = loc.option + loc.option_len;
+    let mut end = opt_end;
     let mut others = false;
     let mut run_start = None;
     let mut after = true;
@@ -377,32 +548,54 @@ pub fn decapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
     if let Some(r) = run_start {
         start = r;
     }
-    let nh = hdr.next_header();
     if !others {
-        // Only padding would remain: drop the whole header.
-        let pl = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]) - hlen as u16;
-        frame.remove_range(loc.hbh, hlen);
-        let b = frame.bytes_mut();
-        b[l3 + 6] = nh;
-        put16(b, l3 + 4, pl);
-        return;
+        return remove_header(frame, l3, loc.hbh, hlen, nh, payload_len);
     }
     let removed = end - start;
     let keep = removed % 8;
     let cut = removed - keep;
-    let pl = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]) - cut as u16;
     frame.remove_range(loc.hbh + start, cut);
     let b = frame.bytes_mut();
     // The header moved forward by `cut`; what is left of the run becomes padding.
-    let hbh = loc.hbh;
-    b[hbh + 1] -= (cut / 8) as u8;
-    emit_padding(&mut b[hbh + start..], keep);
-    put16(b, l3 + 4, pl);
+    b[loc.hbh + 1] -= (cut / 8) as u8;
+    emit_padding(&mut b[loc.hbh + start..], keep);
+    put16(b, l3 + 4, payload_len - cut as u16);
+}
+
+/// Remove a whole Hop-by-Hop header of `hlen` octets at `hbh`, handing its Next Header back to
+/// the IPv6 header.
+fn remove_header<B: AsRef<[u8]> + AsMut<[u8]>>(
+    frame: &mut Frame<B>,
+    l3: usize,
+    hbh: usize,
+    hlen: usize,
+    nh: u8,
+    payload_len: u16,
+) {
+    frame.remove_range(hbh, hlen);
+    let b = frame.bytes_mut();
+    b[l3 + 6] = nh;
+    put16(b, l3 + 4, payload_len - hlen as u16);
 }
 
 /// Find the Pre-allocated Trace option in the Hop-by-Hop header at frame offset `hbh`.
 /// `Ok(None)`: no trace. An IOAM option whose IOAM Option-Type is not in the registry is an error.
 pub fn find_trace(bytes: &[u8], hbh: usize) -> crate::wire::Result<Option<TraceLocation>> {
+    find_ioam(
+        bytes,
+        hbh,
+        crate::wire::ioam::option_type::PREALLOCATED_TRACE,
+    )
+}
+
+/// Find the DEX option (RFC 9326) in the Hop-by-Hop header at frame offset `hbh`; the
+/// location's `trace()` is then the DEX header. Errors as [`find_trace`].
+pub fn find_dex(bytes: &[u8], hbh: usize) -> crate::wire::Result<Option<TraceLocation>> {
+    find_ioam(bytes, hbh, crate::wire::ioam::option_type::DEX)
+}
+
+/// Find the IOAM option of IOAM Option-Type `want`.
+fn find_ioam(bytes: &[u8], hbh: usize, want: u8) -> crate::wire::Result<Option<TraceLocation>> {
     let h = Ipv6ExtHeader::new_checked(&bytes[hbh..])?;
     for opt in h.options() {
         let opt = opt?;
@@ -412,16 +605,15 @@ pub fn find_trace(bytes: &[u8], hbh: usize) -> crate::wire::Result<Option<TraceL
             ..
         } = opt.repr
         {
-            match ioam_type {
-                crate::wire::ioam::option_type::PREALLOCATED_TRACE => {
-                    return Ok(Some(TraceLocation {
-                        hbh,
-                        option: opt.offset,
-                        option_len: opt.len(),
-                    }))
-                }
-                0..=crate::wire::ioam::option_type::DEX => {}
-                _ => return Err(crate::wire::Error::UnknownIoamOption),
+            if ioam_type > crate::wire::ioam::option_type::DEX {
+                return Err(crate::wire::Error::UnknownIoamOption);
+            }
+            if ioam_type == want {
+                return Ok(Some(TraceLocation {
+                    hbh,
+                    option: opt.offset,
+                    option_len: opt.len(),
+                }));
             }
         }
     }
@@ -478,7 +670,9 @@ impl Iterator for Hops<'_> {
 
     fn next(&mut self) -> Option<HopRecord> {
         let fixed = node_len_for(self.trace_type) as usize * 4;
-        if self.at >= self.data.len() || self.truncated {
+        let oss = self.trace_type & trace_bit::mask(trace_bit::OPAQUE_STATE_SNAPSHOT) != 0;
+        // A trace type with no data fields has no entries to walk.
+        if self.at >= self.data.len() || self.truncated || (fixed == 0 && !oss) {
             return None;
         }
         if self.at + fixed > self.data.len() {
@@ -732,6 +926,56 @@ mod tests {
         }
     }
 
+    /// Found by the mutation tests: a packet's own header that starts with padding (or is
+    /// nothing but padding) comes back exactly, for both trailing-pad sizes.
+    #[test]
+    fn decapsulate_keeps_the_packets_own_leading_padding() {
+        for own in [
+            [17u8, 0, 0x01, 0x04, 0, 0, 0, 0],
+            [17, 0, 0x00, 0x00, 0x05, 0x02, 0, 0],
+            [17, 0, 0x01, 0x00, 0x05, 0x02, 0, 0],
+        ] {
+            let orig = packet(0, &own);
+            for hops in [2, 3] {
+                let mut f = frame(&orig);
+                let plan = EncapPlan::new(1, 0xf8_0000, hops, &node(1));
+                encapsulate(&mut f, 14, &plan).unwrap();
+                let loc = find_trace(f.bytes(), 54).unwrap().unwrap();
+                decapsulate(&mut f, 14, &loc);
+                assert_eq!(f.bytes(), &orig[..], "own header {own:02x?}, {hops} hops");
+            }
+        }
+    }
+
+    /// Someone else's layout (the trace after a Router Alert, no leading PadN): the option and
+    /// its padding go, the Router Alert stays, the header stays 8n.
+    #[test]
+    fn decapsulate_a_foreign_layout() {
+        let mut hbh = vec![17, 3, 0x05, 0x02, 0, 0, 0x31, 0x0e, 0, 0];
+        hbh.extend_from_slice(&[0, 1, 0x08, 1, 0x80, 0, 0, 0, 0, 0, 0, 0]); // 1 free slot
+        hbh.extend_from_slice(&[0x01, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]); // PadN 8
+        assert_eq!(hbh.len(), 32);
+        let orig = packet(0, &hbh);
+        let mut f = frame(&orig);
+        let loc = find_trace(f.bytes(), 54).unwrap().unwrap();
+        assert_eq!(loc.option, 6);
+        decapsulate(&mut f, 14, &loc);
+        let b = f.bytes();
+        assert_eq!(&b[54..62], &[17, 0, 0x05, 0x02, 0, 0, 0x01, 0x00]);
+        assert_eq!(
+            u16::from_be_bytes([b[18], b[19]]) as usize,
+            orig.len() - 54 - 24
+        );
+        assert_eq!(&b[62..], &orig[86..]);
+    }
+
+    #[test]
+    fn hops_of_a_trace_type_without_fields_end() {
+        let b = [0u8; 12];
+        let t = IoamTrace::new_checked(&b[..]).unwrap();
+        assert_eq!(Hops::new(t).count(), 0);
+    }
+
     #[test]
     fn decapsulate_restores_new_header_case() {
         let orig = packet(17, &[]);
@@ -770,6 +1014,51 @@ mod tests {
         assert_eq!((hops[1].node_id, hops[1].hop_limit), (Some(1), Some(63)));
         assert_eq!(hops[1].transit_delay, Some(1000));
         assert_eq!(hops[1].ingress_if, Some(10));
+    }
+
+    #[test]
+    fn egress_patch_rewrites_only_our_newest_slot() {
+        let orig = packet(17, &[]);
+        let mut f = frame(&orig);
+        let tt = 0xfb_0000; // bits 0-4, 6, 7
+        let n = node(5);
+        let plan = EncapPlan::new(1, tt, 2, &n);
+        let th = encapsulate(&mut f, 14, &plan).unwrap();
+        let mut t = IoamTrace::new_unchecked(&mut f.bytes_mut()[th..th + trace_len(&plan)]);
+        record(&mut t, &n, &facts());
+        let e = EgressFacts {
+            node_id: 5,
+            queue_depth: 42,
+            queue_sojourn_ns: 76_000,
+            buffer_occupancy: 9,
+        };
+        assert!(patch_egress(f.bytes_mut(), &e));
+        let t = IoamTrace::new_checked(&f.bytes()[th..th + trace_len(&plan)]).unwrap();
+        let hop = Hops::new(t.clone()).next().unwrap();
+        assert_eq!(
+            hop.transit_delay,
+            Some(1_000 + 76_000),
+            "processing + queue"
+        );
+        assert_eq!(hop.queue_depth, Some(42));
+        assert_eq!(hop.node_id, Some(5));
+        let slot = &t.data()[t.remaining_len() as usize * 4..][..7 * 4];
+        assert_eq!(
+            checksum_finish(checksum_sum(0, slot)),
+            0,
+            "complement redone"
+        );
+        // Another node's slot is not ours to touch.
+        let before = f.bytes().to_vec();
+        assert!(!patch_egress(
+            f.bytes_mut(),
+            &EgressFacts { node_id: 6, ..e }
+        ));
+        assert_eq!(f.bytes(), &before[..]);
+        // No trace: nothing to do.
+        let mut plain = orig.clone();
+        assert!(!patch_egress(&mut plain, &e));
+        assert_eq!(plain, orig);
     }
 
     #[test]

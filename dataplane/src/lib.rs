@@ -4,8 +4,12 @@
 //! Nothing outside [`io`] opens a socket, reads a clock or allocates per packet: the caller passes
 //! `now` and the batch. Unsafe code may only ever appear in `io` backends.
 
+pub mod aqm;
+pub mod branch;
+pub mod export;
 pub mod frame;
 pub mod io;
 pub mod ioam;
+pub mod mcast;
 pub mod pipeline;
 pub mod wire;

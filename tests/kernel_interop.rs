@@ -1,0 +1,331 @@
+//! mtnode and the Linux kernel's IOAM in one path (root only): mtnode encapsulates a fixture
+//! (replay, node 1), the packets cross the kernel chain `src — r1 — r2 — dst` (r1 = node 101,
+//! r2 = node 102, IOAM transit in the kernel), tcpdump captures them at dst, and mtnode
+//! decapsulates the capture (replay, node 3). Checked, for the unicast fixture and for the
+//! (S,G) multicast fixture routed by smcroute:
+//!
+//! - one trace per injected packet in `traces.jsonl`, in path order node IDs [1, 101, 102, 3],
+//!   hop limits [64, 63, 62, 62] (mtnode in bump mode records the hop limit as it sends/receives
+//!   it; the kernel records it after its decrement), the interface IDs each node was given (for
+//!   multicast the kernel writes its ingress ID as egress too), POSIX timestamps (µs fraction)
+//!   within the test's run and transit delay 0xffffffff from the kernel, RemainingLen 20;
+//! - the kernel's slots as decoded by mtnode equal an independent decode of the captured frame;
+//! - the decapsulated packets equal the fixture's byte for byte, except the IPv6 hop limit
+//!   (64 → 62) and the MAC addresses the last router writes.
+//!
+//! Off root they print `SKIPPED (needs root)`; under CI=true they fail instead. Every wait is
+//! bounded and the namespaces go away on drop, panics included.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mtnode_control::replay::{replay, BATCH_WINDOW_NS};
+use mtnode_tests::frames::{multicast_mac, parse_ipv6, parse_prealloc_trace};
+use mtnode_tests::netns::{capture, inject, require_root, KernelIoamChain as Chain};
+use mtnode_tests::pcapio::read_pcap;
+use mtnode_tests::scratch::{fixture, inline_config, ENCAP_MCAST_AND_UNICAST_TOML};
+use serde_json::Value;
+
+const CAPTURE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The fixtures' first packet time (pcap-fixtures/README.md): packet i is at this + i ms.
+const FIXTURE_EPOCH_SECS: u64 = 1_700_000_000;
+
+/// r2's egress MAC (harness table, link c), the source MAC of every frame dst receives.
+const R2_OUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0c, 0x01];
+/// dst's MAC, the destination of unicast frames it receives.
+const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0c, 0x02];
+
+/// The interface IDs mtnode's example nodes have: encap in/out, decap in/out.
+const ENCAP_IF_IDS: (u64, u64) = (10, 11);
+const DECAP_IF_IDS: (u64, u64) = (30, 31);
+
+/// Offset of the IPv6 hop limit in an untagged frame.
+const HOP_LIMIT_AT: usize = 14 + 7;
+
+fn parse_mac(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    v.try_into().unwrap()
+}
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{key}` is not a number in {v}"))
+}
+
+fn read_traces(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut traces: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("traces.jsonl: {e}: {l}")))
+        .collect();
+    traces.sort_by_key(|t| u(t, "packet"));
+    traces
+}
+
+/// What the kernel routers are expected to write as (ingress, egress) IDs.
+struct Expect {
+    r1_if: (u64, u64),
+    r2_if: (u64, u64),
+    /// Destination MAC of the frames dst receives.
+    dst_mac: [u8; 6],
+}
+
+fn run(chain: &Chain, fixture_name: &str, expect: &Expect) {
+    let input = fixture(fixture_name);
+    let originals = read_pcap(&input).unwrap();
+    let n = originals.len();
+    assert!(n > 0);
+    for (i, f) in originals.iter().enumerate() {
+        let p = parse_ipv6(f).expect("fixture is untagged IPv6");
+        assert_eq!(p.hop_limit, 64, "fixture packet {i}: hop limit");
+        if !p.dst.is_multicast() {
+            // The harness gives r1's ingress the fixtures' router MAC: no rewriting needed.
+            assert_eq!(
+                p.dst_mac,
+                parse_mac(Chain::R1_IN_MAC),
+                "fixture packet {i}: dst MAC"
+            );
+        }
+    }
+
+    // 1. mtnode encapsulates (node 1). The namespace's timestamps are POSIX, as Linux writes
+    // them: RFC 9197 §5 gives a namespace one format, so every node of it agrees.
+    let posix = |toml: &str| toml.replace("hops = 8", "hops = 8\ntimestamp_format = \"posix\"");
+    let encap = inline_config(
+        "encap (mcast + unicast)",
+        &posix(ENCAP_MCAST_AND_UNICAST_TOML),
+    );
+    let encap_dir = chain.src.workdir().join("encap");
+    let e = replay(encap, &input, &encap_dir, 0).unwrap();
+    assert_eq!(e.counters.encap, n as u64, "encap counter: {:#}", e.stats);
+    let encapsulated = encap_dir.join("out.pcap");
+    let sent = read_pcap(&encapsulated).unwrap();
+    assert_eq!(sent.len(), n);
+    for (o, s) in originals.iter().zip(&sent) {
+        assert_eq!(
+            s.len(),
+            o.len() + 176,
+            "Hop-by-Hop header of 176 octets added"
+        );
+    }
+
+    // 2. The kernel chain forwards and fills its slots.
+    let filter = format!("ip6 and src host {}", Chain::UNICAST_SRC);
+    let cap = capture(&chain.dst, Chain::DST_IF, &filter, n, CAPTURE_TIMEOUT);
+    let before = now();
+    inject(&chain.src, Chain::SRC_IF, &encapsulated);
+    let captured = cap.finish();
+    let after = now();
+    let received = read_pcap(&captured).unwrap();
+    assert_eq!(received.len(), n, "packets captured at dst");
+
+    // 3. mtnode decapsulates (node 3).
+    let decap_toml = std::fs::read_to_string(fixture("configs/decap.toml")).unwrap();
+    let decap = inline_config(
+        "decap (posix)",
+        &decap_toml.replace(
+            "role = \"decap\"",
+            "role = \"decap\"\ntimestamp_format = \"posix\"",
+        ),
+    );
+    let decap_dir = chain.dst.workdir().join("decap");
+    let d = replay(decap, &captured, &decap_dir, 0).unwrap();
+    assert_eq!(d.counters.decap, n as u64, "decap counter: {:#}", d.stats);
+    let traces = read_traces(&decap_dir.join("traces.jsonl"));
+    assert_eq!(traces.len(), n, "one trace per injected packet");
+
+    let in_window = |secs: u64, ns: u64| {
+        let t = Duration::from_secs(secs) + Duration::from_nanos(ns);
+        t + Duration::from_secs(1) >= before && t <= after + Duration::from_secs(1)
+    };
+
+    for (i, t) in traces.iter().enumerate() {
+        let ctx = format!("{fixture_name} packet {i}: {t}");
+        assert_eq!(u(t, "packet"), i as u64, "{ctx}");
+        assert_eq!(u(t, "namespace"), 1, "{ctx}");
+        assert_eq!(t["trace_type"], "0xf80000", "{ctx}");
+        assert_eq!(u(t, "node_len"), 5, "{ctx}");
+        assert_eq!(u(t, "flags"), 0, "{ctx}");
+        assert_eq!(t["overflow"], false, "{ctx}");
+        assert_eq!(t["truncated"], false, "{ctx}");
+        // 8 hops of 5 words, 4 written.
+        assert_eq!(u(t, "remaining_len"), 40 - 4 * 5, "{ctx}");
+
+        let hops = t["hops"].as_array().expect("hops");
+        let field = |k: &str| hops.iter().map(|h| u(h, k)).collect::<Vec<_>>();
+        assert_eq!(
+            field("node_id"),
+            [
+                1,
+                u64::from(Chain::R1_NODE_ID),
+                u64::from(Chain::R2_NODE_ID),
+                3
+            ],
+            "{ctx}"
+        );
+        assert_eq!(field("hop_lim"), [64, 63, 62, 62], "{ctx}");
+        let ifs: Vec<(u64, u64)> = field("ingress_if")
+            .into_iter()
+            .zip(field("egress_if"))
+            .collect();
+        assert_eq!(
+            ifs,
+            [ENCAP_IF_IDS, expect.r1_if, expect.r2_if, DECAP_IF_IDS],
+            "{ctx}"
+        );
+
+        // mtnode's encap hop: POSIX time of the packet's pcap record, delay within one batch.
+        let (e0, r1, r2, d3) = (&hops[0], &hops[1], &hops[2], &hops[3]);
+        assert_eq!(u(e0, "timestamp_secs"), FIXTURE_EPOCH_SECS, "{ctx}");
+        assert_eq!(u(e0, "timestamp_frac"), i as u64 * 1_000, "{ctx}");
+        // One format for the namespace: every hop's timestamp_ns is seconds + µs.
+        for h in hops {
+            assert_eq!(
+                u(h, "timestamp_ns"),
+                u(h, "timestamp_secs") * 1_000_000_000 + u(h, "timestamp_frac") * 1_000,
+                "{ctx}"
+            );
+        }
+        assert!(u(e0, "transit_delay_ns") <= BATCH_WINDOW_NS, "{ctx}");
+        // The kernel's hops: POSIX seconds + µs of this run, no transit delay.
+        for k in [r1, r2] {
+            assert!(u(k, "timestamp_frac") < 1_000_000, "µs fraction: {ctx}");
+            assert!(
+                in_window(u(k, "timestamp_secs"), u(k, "timestamp_frac") * 1_000),
+                "kernel timestamp outside [{before:?}, {after:?}]: {ctx}"
+            );
+            assert_eq!(u(k, "transit_delay_ns"), 0xffff_ffff, "{ctx}");
+        }
+        let micros = |h: &Value| u(h, "timestamp_secs") * 1_000_000 + u(h, "timestamp_frac");
+        assert!(micros(r1) <= micros(r2), "r1 stamps before r2: {ctx}");
+        // mtnode's decap hop: POSIX time of the capture record.
+        assert!(u(d3, "timestamp_frac") < 1_000_000, "{ctx}");
+        assert!(
+            in_window(u(d3, "timestamp_secs"), u(d3, "timestamp_frac") * 1_000),
+            "decap timestamp outside [{before:?}, {after:?}]: {ctx}"
+        );
+
+        // What mtnode decoded of the received frame equals an independent decode of it.
+        let g = parse_ipv6(&received[i]).expect("IPv6 at dst");
+        assert_eq!(g.hop_limit, 62, "{ctx}");
+        let raw =
+            parse_prealloc_trace(g.hop_by_hop.expect("Hop-by-Hop at dst")).expect("trace at dst");
+        assert_eq!(
+            (raw.namespace, raw.node_len, raw.flags, raw.remaining_len),
+            (1, 5, 0, 25),
+            "{ctx}"
+        );
+        let mut path: Vec<&[u8]> = raw.filled_nodes();
+        path.reverse();
+        assert_eq!(path.len(), 3, "{ctx}");
+        for (slot, hop) in path.iter().zip(hops) {
+            let w = |k: usize| {
+                u64::from(u32::from_be_bytes(
+                    slot[4 * k..4 * k + 4].try_into().unwrap(),
+                ))
+            };
+            let decoded = [
+                u64::from(slot[0]),
+                w(0) & 0xff_ffff,
+                w(1) >> 16,
+                w(1) & 0xffff,
+                w(2),
+                w(3),
+                w(4),
+            ];
+            let keys = [
+                "hop_lim",
+                "node_id",
+                "ingress_if",
+                "egress_if",
+                "timestamp_secs",
+                "timestamp_frac",
+                "transit_delay_ns",
+            ];
+            let mtnode: Vec<u64> = keys.iter().map(|k| u(hop, k)).collect();
+            assert_eq!(mtnode, decoded, "{keys:?}: {ctx}");
+        }
+    }
+
+    // 4. Decapsulated = original, but for the hop limit and the last router's MACs.
+    assert_eq!(
+        read_pcap(&decap_dir.join("in.pcap")).unwrap().len(),
+        0,
+        "nothing sent back"
+    );
+    let out = read_pcap(&decap_dir.join("out.pcap")).unwrap();
+    assert_eq!(out.len(), n, "decapsulated packets");
+    for (i, (orig, got)) in originals.iter().zip(&out).enumerate() {
+        let mut want = orig.clone();
+        want[0..6].copy_from_slice(&expect.dst_mac);
+        want[6..12].copy_from_slice(&R2_OUT_MAC);
+        want[HOP_LIMIT_AT] = 62;
+        if *got != want {
+            let first = got
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(want.len()));
+            panic!(
+                "{fixture_name} packet {i}: decapsulated frame differs from the fixture's \
+                 (lengths {} vs {} expected; first difference at octet {first}: {:02x?} vs {:02x?})",
+                got.len(),
+                want.len(),
+                got.get(first..(first + 8).min(got.len())),
+                want.get(first..(first + 8).min(want.len())),
+            );
+        }
+    }
+    eprintln!(
+        "{fixture_name}: {n} packets, mtnode encap → kernel r1, r2 → mtnode decap; traces: {}",
+        traces
+            .first()
+            .map(|t| t["hops"].to_string())
+            .unwrap_or_default()
+    );
+}
+
+#[test]
+fn unicast_mtnode_encap_kernel_transit_mtnode_decap() {
+    if !require_root("unicast_mtnode_encap_kernel_transit_mtnode_decap") {
+        return;
+    }
+    let chain = Chain::new();
+    run(
+        &chain,
+        "ipv6-unicast.pcap",
+        &Expect {
+            r1_if: (Chain::R1_IN_ID.into(), Chain::R1_OUT_ID.into()),
+            r2_if: (Chain::R2_IN_ID.into(), Chain::R2_OUT_ID.into()),
+            dst_mac: DST_MAC,
+        },
+    );
+}
+
+/// For multicast the kernel fills its slot at ingress, before the route lookup: egress ID =
+/// ingress ID.
+#[test]
+fn multicast_mtnode_encap_kernel_transit_mtnode_decap() {
+    if !require_root("multicast_mtnode_encap_kernel_transit_mtnode_decap") {
+        return;
+    }
+    let chain = Chain::with_multicast();
+    run(
+        &chain,
+        "ipv6-mcast-ssm.pcap",
+        &Expect {
+            r1_if: (Chain::R1_IN_ID.into(), Chain::R1_IN_ID.into()),
+            r2_if: (Chain::R2_IN_ID.into(), Chain::R2_IN_ID.into()),
+            dst_mac: multicast_mac(Chain::MCAST_GROUP),
+        },
+    );
+}

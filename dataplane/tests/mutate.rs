@@ -13,10 +13,11 @@
 mod harness;
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use mtnode_dataplane::frame::{Frame, HEADROOM};
 use mtnode_dataplane::ioam::Role;
-use mtnode_dataplane::pipeline::Forwarding;
+use mtnode_dataplane::pipeline::{CountingSink, Forwarding, Packet, Pipeline, TraceMode, Verdict};
 use mtnode_dataplane::wire::{EtherType, EthernetFrame, Ipv6Packet};
 use pcap_file::pcap::PcapReader;
 use proptest::prelude::*;
@@ -257,13 +258,25 @@ proptest! {
 proptest! {
     #![proptest_config(config(500))]
 
-    /// (c) Each packet alone through every node (encap, transit, decap × bump, route × forward,
-    /// drop), then the whole batch, then the encap → transit → decap chain.
+    /// (c) The batch through every node, replicating and not (and, in BIER, through the BIER
+    /// nodes), then each packet alone through every node and along every chain: trace mode,
+    /// a PIM branch point in per-section mode, per-hop (DEX) mode across a branch point, and
+    /// BIER.
     #[test]
     fn pipeline_survives_mutation(batch in prop::collection::vec(mutated(), 1..=4)) {
         let frames: Vec<&[u8]> = batch.iter().map(|b| &b[..]).collect();
-        for c in harness::configs() {
-            harness::run_batch(c, &frames);
+        for n in harness::nodes() {
+            harness::run_batch(n, &frames);
+        }
+        let wrapped: Vec<Vec<u8>> = batch
+            .iter()
+            .filter_map(|b| harness::as_bier(b, harness::BIER_BITS))
+            .collect();
+        if !wrapped.is_empty() {
+            let frames: Vec<&[u8]> = wrapped.iter().map(|b| &b[..]).collect();
+            for n in harness::bier_nodes() {
+                harness::run_batch(n, &frames);
+            }
         }
         for b in &batch {
             harness::pipeline(b);
@@ -285,8 +298,16 @@ fn fixtures_pass_every_check() {
             assert!(run.is_ok(), "{name} packet {i}: {}", harness::hex(b));
         }
         let frames: Vec<&[u8]> = packets.iter().map(|b| &b[..]).collect();
-        for c in harness::configs() {
-            harness::run_batch(c, &frames);
+        for n in harness::nodes() {
+            harness::run_batch(n, &frames);
+        }
+        let wrapped: Vec<Vec<u8>> = packets
+            .iter()
+            .filter_map(|b| harness::as_bier(b, harness::BIER_BITS))
+            .collect();
+        let frames: Vec<&[u8]> = wrapped.iter().map(|b| &b[..]).collect();
+        for n in harness::bier_nodes() {
+            harness::run_batch(n, &frames);
         }
     }
 }
@@ -351,15 +372,12 @@ fn encap_then_decap_restores_every_valid_ipv6_fixture() {
     for (name, i, b) in plain_ipv6() {
         for fwd in [Forwarding::Bump, Forwarding::Route] {
             let e = harness::run_one(harness::config(Role::Encap, fwd), b);
-            let d = harness::run_one(harness::config(Role::Decap, fwd), &e.bytes);
-            let multicast = Ipv6Packet::new_checked(&b[harness::layout(b).l3.unwrap()..])
-                .unwrap()
-                .dst_addr()[0]
-                == 0xff;
-            assert_eq!(e.encap, multicast as u64, "{name} {i} {fwd:?}");
-            assert_eq!(d.decap, multicast as u64, "{name} {i} {fwd:?}");
+            let d = harness::run_one(harness::config(Role::Decap, fwd), e.bytes());
+            let multicast = is_multicast(b);
+            assert_eq!(e.counters.encap, multicast as u64, "{name} {i} {fwd:?}");
+            assert_eq!(d.counters.decap, multicast as u64, "{name} {i} {fwd:?}");
             if multicast {
-                assert!(e.bytes.len() > b.len(), "{name} {i}: the trace went in");
+                assert!(e.bytes().len() > b.len(), "{name} {i}: the trace went in");
                 encapsulated += 1;
             }
             let mut want = b.to_vec();
@@ -368,10 +386,10 @@ fn encap_then_decap_restores_every_valid_ipv6_fixture() {
                 want[l3 + 7] -= 2;
             }
             assert!(
-                d.bytes == want,
+                d.bytes() == want,
                 "{name} packet {i} ({fwd:?}) came back changed\n in: {}\nout: {}",
                 harness::hex(&want),
-                harness::hex(&d.bytes)
+                harness::hex(d.bytes())
             );
             // With a transit node in between, too.
             harness::encap_transit_decap(b, fwd);
@@ -383,8 +401,63 @@ fn encap_then_decap_restores_every_valid_ipv6_fixture() {
     );
 }
 
-/// The trace `ioam-trace.pcap` carries is the whole Hop-by-Hop header, so the decapsulating
-/// node removes 176 octets and the Hop-by-Hop header with them.
+fn is_multicast(b: &[u8]) -> bool {
+    Ipv6Packet::new_checked(&b[harness::layout(b).l3.unwrap()..])
+        .unwrap()
+        .dst_addr()[0]
+        == 0xff
+}
+
+/// Every valid multicast IPv6 fixture packet along the multicast chains: three copies at the
+/// PIM branch point (per-section trace) and at the DEX branch point, and all three BIER chains,
+/// each copy restored at its end node, with the sections and branch IDs the chains check.
+#[test]
+fn multicast_chains_replicate_every_valid_ipv6_fixture() {
+    let mut n = 0;
+    for (name, i, b) in plain_ipv6() {
+        if !is_multicast(b) {
+            continue;
+        }
+        assert_eq!(harness::encap_branch_decap(b), Some(3), "{name} {i}: PIM");
+        assert_eq!(
+            harness::dex_encap_branch_decap(b),
+            Some(3),
+            "{name} {i}: DEX"
+        );
+        assert_eq!(harness::bier_chains(b), 3, "{name} {i}: BIER");
+        n += 1;
+    }
+    assert!(n >= 40, "only {n} multicast packets");
+}
+
+/// The IPv4 multicast fixture's packets branch three ways at the PIM branch point (by the
+/// IPv4-mapped `(S,G)` route), each copy one TTL lower.
+#[test]
+fn ipv4_multicast_branches_at_the_pim_node() {
+    let (_, packets) = fixtures()
+        .iter()
+        .find(|(n, _)| n == "ipv4-mcast.pcap")
+        .unwrap();
+    for b in packets {
+        let o = harness::run_one(harness::node(harness::id::PIM_BRANCH), b);
+        let ports: Vec<_> = o.out.iter().map(|(v, _)| *v).collect();
+        assert_eq!(
+            ports,
+            [
+                Verdict::Forward(1),
+                Verdict::Forward(2),
+                Verdict::Forward(3)
+            ]
+        );
+        assert_eq!(o.counters.replicas, 2);
+        for (_, copy) in &o.out {
+            assert_eq!(copy[14 + 8], b[14 + 8] - 1, "TTL");
+        }
+    }
+}
+
+/// The trace `ioam-trace.pcap` carries is the whole Hop-by-Hop header, so every node that
+/// decapsulates traces removes 176 octets and the Hop-by-Hop header with them.
 #[test]
 fn decap_strips_the_fixture_trace() {
     let (_, packets) = fixtures()
@@ -392,20 +465,28 @@ fn decap_strips_the_fixture_trace() {
         .find(|(n, _)| n == "ioam-trace.pcap")
         .unwrap();
     for b in packets {
-        for c in harness::configs() {
-            if c.namespaces[0].role != Role::Decap {
+        for n in harness::nodes() {
+            let ns = &n.config.namespaces[0];
+            if ns.role != Role::Decap || ns.mode == TraceMode::PerHop {
                 continue;
             }
-            let d = harness::run_one(c, b);
-            assert_eq!((d.decap, d.bytes.len()), (1, b.len() - 176), "{}", c.name);
-            assert_eq!(d.bytes[14 + 6], 17, "Next Header is UDP again");
+            let d = harness::run_one(n, b);
+            assert_eq!(
+                (d.counters.decap, d.bytes().len()),
+                (1, b.len() - 176),
+                "{}",
+                n.name()
+            );
+            assert_eq!(d.bytes()[14 + 6], 17, "Next Header is UDP again");
         }
     }
 }
 
-// Regressions: bugs these checks found, minimised by hand. Each fails until its bug is fixed in
-// `dataplane/src`; `harness::known` steps around the inputs meanwhile so that the properties
-// above keep looking for new bugs. Delete the matching `known` predicate with each fix.
+// Regressions: bugs these checks found, minimised by hand. The first three are fixed and pass.
+// An open one is `#[ignore]`d so that `cargo test` stays green, and fails under `--ignored`
+// until its fix; `harness::known` allows for exactly what it does meanwhile, so that the
+// properties above keep looking for new bugs. With the fix, drop the `#[ignore]` and the
+// matching `known` item.
 
 /// Ethernet and an IPv6 header to ff3e::8000:1 (hop limit 64, from 2001:db8:1::10) whose
 /// Payload Length and Next Header are the arguments, followed by `rest`.
@@ -420,7 +501,8 @@ fn frame(payload_len: u16, next_header: u8, rest: &str) -> Vec<u8> {
     b
 }
 
-/// `Hops::next` (dataplane/src/ioam.rs:479–556) never advances when the trace type has no
+/// Fixed on main. Line numbers here and below are those of the fuzz branch's base (47faa07).
+/// `Hops::next` (dataplane/src/ioam.rs:479–556) never advanced when the trace type has no
 /// bit 0–22 set: NodeLen 0 matches it, so `IoamTrace::new_checked` accepts the trace, and with
 /// RemainingLen short of the data `Hops` yields `HopRecord::default()` for ever (`self.at = at`
 /// at line 555 stores the unchanged offset). A decapsulating node passes such a trace to its
@@ -436,9 +518,10 @@ fn regression_hops_ends_for_a_trace_type_without_data_bits() {
     assert!(n <= words, "{n} hops from {words} data words");
 }
 
-/// `decapsulate` (dataplane/src/ioam.rs:383, and :393 when other options stay) subtracts the
+/// Fixed on main. `decapsulate` (dataplane/src/ioam.rs:383, and :393 when other options stay)
+/// subtracted the
 /// Hop-by-Hop header's length from the IPv6 Payload Length without checking it: the pipeline
-/// checks the header against the whole frame (`find_trace(bytes, hbh)` in pipeline.rs), not
+/// checked the header against the whole frame (`find_trace(bytes, hbh)` in pipeline.rs), not
 /// against the Payload Length. Here the Payload Length is 0 and the 16-octet header carries a
 /// trace (NodeLen 1, type 0x800000, no room): debug builds panic "attempt to subtract with
 /// overflow" at ioam.rs:383:18, release builds forward the frame with Payload Length 65520.
@@ -454,15 +537,16 @@ fn regression_decap_of_a_header_past_the_payload_length() {
         "3b020100310a0000 0001080080000000 0502000001020000",
     ] {
         let b = frame(0, 0, hbh);
-        for c in harness::configs() {
-            if c.namespaces[0].role == Role::Decap {
-                harness::run_one(c, &b);
+        for n in harness::nodes() {
+            if n.role() == Role::Decap {
+                harness::run_one(n, &b);
             }
         }
     }
 }
 
-/// `decapsulate` (dataplane/src/ioam.rs:343–402) takes the padding after the trace option,
+/// Fixed on main. `decapsulate` (dataplane/src/ioam.rs:343–402) took the padding after the
+/// trace option,
 /// up to the next non-padding option or the header's end, as the inserted option's own. When
 /// the packet's own Hop-by-Hop header began with padding, encapsulate → decapsulate does not
 /// give the packet back: a header of nothing but padding is removed (`11 00 01 04 00 00 00 00`
@@ -477,15 +561,68 @@ fn regression_encap_decap_keeps_leading_padding() {
     for hbh in ["1100010400000000", "1100000005020000"] {
         let b = frame(16, 0, &format!("{hbh} 1388138900080000"));
         let e = harness::run_one(harness::config(Role::Encap, Forwarding::Bump), &b);
-        let d = harness::run_one(harness::config(Role::Decap, Forwarding::Bump), &e.bytes);
-        assert_eq!((e.encap, d.decap), (1, 1));
-        if d.bytes != b {
+        let d = harness::run_one(harness::config(Role::Decap, Forwarding::Bump), e.bytes());
+        assert_eq!((e.counters.encap, d.counters.decap), (1, 1));
+        if d.bytes() != b {
             changed.push(format!(
                 "\n in: {}\nout: {}",
                 harness::hex(&b),
-                harness::hex(&d.bytes)
+                harness::hex(d.bytes())
             ));
         }
     }
     assert!(changed.is_empty(), "{}", changed.concat());
+}
+
+/// Open: found deriving the counter identity `check_batch` asserts. `Pipeline::
+/// process_replicating` (dataplane/src/pipeline.rs:473–476) counts a BFER's own copy as an
+/// arrival, in `packets_in` and `bytes_in`, when it is not the packet's first copy. `finish`
+/// (:559–569) strips BIER off the own copy and leaves it `Pending`: copy 0 goes round again in
+/// place with `again` set (:502–505) and is not counted, but a later copy is appended to the
+/// batch (:496), and the loop reaches it with `again` clear and counts it (:473). So the
+/// counters depend on where the BIFT puts the node's own bit, and for a BFER `packets_in` no
+/// longer equals `packets_out + dropped − no_buffer − replicas`. `harness::known::
+/// bfer_copies_counted_as_arrivals` allows for exactly this meanwhile.
+/// Input, through `bier-bfr` (BIFT 1, BSL 64: bit 1 → port 1, bit 2 its own, bit 3 → port 2):
+/// a 62-octet IPv6/UDP packet in BIER with BitString 0b111, so that the own copy is copy 1:
+/// `333380000001020000000001ab37 0000111050100000000600040000000000000007
+/// 600000000008114020010db8000100000000000000000010ff3e0000000000000000000080000001
+/// 1388138900080000`. `packets_in` is 2 and `bytes_in` 144 (82 + 62) where 1 and 82 are due;
+/// with BitString 0b110 the own copy is copy 0, and they are.
+#[test]
+#[ignore = "open bug: pipeline.rs:473 counts a BFER's later own copy as an arrival"]
+fn regression_bfer_own_copy_is_not_an_arrival() {
+    let b = harness::unhex(
+        "333380000001020000000001ab37 0000111050100000000600040000000000000007
+         600000000008114020010db8000100000000000000000010ff3e0000000000000000000080000001
+         1388138900080000",
+    );
+    let mut counted = Vec::new();
+    for bits in [0b110u8, 0b111] {
+        let mut b = b.clone();
+        b[14 + 12 + 7] = bits;
+        let node = harness::node(harness::id::BIER_BFR);
+        let mut p = Pipeline::new(Arc::clone(&node.config));
+        let mut batch = vec![Packet {
+            frame: Frame::from_bytes(vec![0u8; HEADROOM + b.len()], &b).unwrap(),
+            rx_port: 0,
+            rx_ns: 0,
+            verdict: Verdict::Pending,
+        }];
+        let mut alloc = || Some(vec![0u8; HEADROOM + 256]);
+        p.process_replicating(0, &mut batch, &mut alloc, &mut CountingSink::default());
+        let c = p.counters();
+        let copies = bits.count_ones();
+        assert_eq!(
+            (batch.len(), c.bier_local, c.packets_out),
+            (copies as usize, 1, copies as u64)
+        );
+        counted.push((bits, c.packets_in, c.bytes_in));
+    }
+    let len = b.len() as u64;
+    assert_eq!(
+        counted,
+        [(0b110, 1, len), (0b111, 1, len)],
+        "(BitString, packets_in, bytes_in): one arrival of {len} octets either way"
+    );
 }

@@ -626,3 +626,31 @@ fn regression_bfer_own_copy_is_not_an_arrival() {
         "(BitString, packets_in, bytes_in): one arrival of {len} octets either way"
     );
 }
+
+/// Not a test: writes the seeds the fixtures alone do not give the `pipeline` and `wire_views`
+/// targets into `$SEED_OUT` (see fuzz/README.md, "Seeding"): every fixture frame in BIER
+/// (BitString 0b111) as a BFIR sends it, and every multicast fixture frame as the DEX
+/// encapsulating node sends it.
+#[test]
+#[ignore = "writes fuzz seeds; run on demand with SEED_OUT set"]
+fn write_multicast_seeds() {
+    let out = Path::new(&std::env::var("SEED_OUT").expect("SEED_OUT")).to_path_buf();
+    std::fs::create_dir_all(&out).unwrap();
+    let mut n = 0;
+    for (name, packets) in fixtures() {
+        for (i, b) in packets.iter().enumerate() {
+            if let Some(w) = harness::as_bier(b, harness::BIER_BITS) {
+                std::fs::write(out.join(format!("bier-{name}-{i}")), w).unwrap();
+                n += 1;
+            }
+        }
+    }
+    for (name, i, b) in plain_ipv6() {
+        let e = harness::run_one(harness::node(harness::id::DEX_ENCAP), b);
+        if e.counters.encap == 1 {
+            std::fs::write(out.join(format!("dex-{name}-{i}")), e.bytes()).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 90, "only {n} seeds");
+}

@@ -656,7 +656,8 @@ fn write_multicast_seeds() {
 }
 
 /// Open, found by `cargo fuzz run pipeline` 23 s into the second campaign: "dex-decap: hop
-/// postcards are per-hop mode's, and only they" at fuzz/src/lib.rs:1067:5 (`check_postcard`).
+/// postcards are per-hop mode's, and only they" at fuzz/src/lib.rs:1067:5 at cd400d4
+/// (`check_postcard`).
 /// A namespace in per-hop mode still takes a Pre-allocated Trace option carrying its
 /// Namespace-ID as its own: `Pipeline::ioam` looks the trace's namespace up by ID and role only
 /// (dataplane/src/pipeline.rs:855, no mode), so a per-hop decapsulating node records into the

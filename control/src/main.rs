@@ -21,8 +21,8 @@ struct Cli {
 enum Command {
     /// Run in-process nodes joined by memory links, rebuild the tree from their postcards.
     Lab {
-        /// A topology file, or a built-in: figure5 (default), figure1, rfc8279, chain:N,
-        /// random:SEED:NODES.
+        /// A topology file, or a built-in: figure5 (default), figure1, rfc8279, bier64 (8 × 8
+        /// receivers), chain:N, random:SEED:NODES.
         #[arg(long, default_value = "figure5")]
         topology: String,
         /// trace, per-section or per-hop (default: all three, one report each).
@@ -163,6 +163,7 @@ fn load_topology(spec: &str) -> Result<topology::Topology> {
     Ok(match parts.as_slice() {
         ["figure5"] => topology::Topology::figure5(),
         ["figure1"] => topology::Topology::figure1(),
+        ["bier64"] => topology::Topology::bier_two_level(8, 8),
         ["rfc8279"] => topology::Topology::rfc8279(),
         ["chain", n] => topology::Topology::chain(n.parse().context("chain:N")?),
         ["random", seed, n] => topology::Topology::random(

@@ -161,7 +161,10 @@ impl Topology {
             edges.insert(m, ("root".to_string(), format!("M{}", m + 1)));
         }
         let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        let e: Vec<(&str, &str)> = edges.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let e: Vec<(&str, &str)> = edges
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         let mut t = Self::from_edges(&format!("bier{}", mid * leaves), &refs, &e);
         t.replication = Replication::Bier;
         t

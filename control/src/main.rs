@@ -76,6 +76,10 @@ enum Command {
         /// The port the input arrives on (default: the first port).
         #[arg(long)]
         ingress: Option<String>,
+        /// Switch to another configuration before input packet N (0-based): N:FILE, repeatable,
+        /// in increasing N. Each switch is a new epoch.
+        #[arg(long = "reload-at")]
+        reload_at: Vec<String>,
         /// Print stats.json to stdout too.
         #[arg(long)]
         json: bool,
@@ -313,8 +317,19 @@ fn run(cli: Cli) -> Result<()> {
             input,
             output_dir,
             ingress,
+            reload_at,
             json,
         } => {
+            let mut reloads = Vec::new();
+            for r in &reload_at {
+                let (n, file) = r.split_once(':').context("--reload-at takes N:FILE")?;
+                let n: u64 = n.parse().context("--reload-at: N is not a packet number")?;
+                anyhow::ensure!(
+                    reloads.last().is_none_or(|(m, _)| *m < n),
+                    "--reload-at: give the switches in increasing packet order"
+                );
+                reloads.push((n, config::load(std::path::Path::new(file))?));
+            }
             let (cfg, export) = config::load_with_export(&config)?;
             let cfg = Arc::new(cfg);
             let ingress = match ingress {
@@ -327,8 +342,14 @@ fn run(cli: Cli) -> Result<()> {
                     })? as u16,
                 None => 0,
             };
-            let report =
-                replay::replay_exporting(cfg, export.as_ref(), &input, &output_dir, ingress)?;
+            let report = replay::replay_reloading(
+                cfg,
+                export.as_ref(),
+                &reloads,
+                &input,
+                &output_dir,
+                ingress,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report.stats)?);
             } else {

@@ -1,6 +1,7 @@
 //! The steady state allocates nothing: after a warm-up, encapsulating, transit, decapsulating
-//! and passthrough nodes process 10 000 packets each, in batches of 32, and a counting global
-//! allocator sees no allocation, reallocation or deallocation on this thread.
+//! and passthrough nodes process 10 000 packets of each input, in batches of 32, and a counting
+//! global allocator sees no allocation, reallocation or deallocation on this thread. Once with
+//! frames the batch owns, once with buffers from a `BufPool` as `mtnode replay` uses them.
 //!
 //! Counting is per thread so that the test harness's own threads cannot disturb it. On the first
 //! counted allocation the allocator records a backtrace, which the failure message prints: that
@@ -13,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mtnode_dataplane::frame::{Frame, HEADROOM};
+use mtnode_dataplane::io::{Buf, BufPool};
 use mtnode_dataplane::ioam::{EncapPlan, NodeData, Role, TimestampFormat};
 use mtnode_dataplane::pipeline::{
     CountingSink, Forwarding, MalformedPolicy, Namespace, NodeConfig, Packet, Pipeline, Port,
@@ -159,14 +161,46 @@ fn round(
     }
 }
 
-#[test]
-fn steady_state_allocates_nothing() {
-    let mut nodes = [
+/// Run `f` with this thread's allocations counted; panics naming the first one if there was any.
+fn assert_no_alloc(what: &str, f: impl FnOnce()) {
+    ALLOCS.with(|c| c.set(0));
+    DEALLOCS.with(|c| c.set(0));
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    let allocs = ALLOCS.with(Cell::get);
+    let deallocs = DEALLOCS.with(Cell::get);
+    let first = FIRST.with(|f| f.borrow_mut().take());
+    assert_eq!(
+        (allocs, deallocs),
+        (0, 0),
+        "{what}: allocations, deallocations in the steady state; the first one:\n{}",
+        first.unwrap_or_default()
+    );
+}
+
+fn nodes() -> [Pipeline; 4] {
+    [
         Pipeline::new(config(Some(Role::Encap), 1)),
         Pipeline::new(config(Some(Role::Transit), 2)),
         Pipeline::new(config(Some(Role::Decap), 3)),
         Pipeline::new(config(None, 4)),
-    ];
+    ]
+}
+
+/// The sweep (66, 512, 1500 octets), then every fixture kind, then one broken packet per
+/// malformed reason: the malformed path must not allocate either.
+fn inputs() -> [Vec<Vec<u8>>; 3] {
+    [
+        fixture("ipv6-mcast-ssm.pcap"),
+        fixture("mixed.pcap"),
+        fixture("malformed.pcap"),
+    ]
+}
+
+#[test]
+fn steady_state_allocates_nothing() {
+    let mut nodes = nodes();
     let mut batch: Vec<Packet<Vec<u8>>> = (0..BATCH)
         .map(|_| Packet {
             frame: Frame::from_bytes(vec![0u8; HEADROOM + 2048], &[]).unwrap(),
@@ -176,13 +210,7 @@ fn steady_state_allocates_nothing() {
         })
         .collect();
     let mut sink = CountingSink::default();
-    // The sweep (66, 512, 1500 octets), then every fixture kind, then one broken packet per
-    // malformed reason: the malformed path must not allocate either.
-    let inputs = [
-        fixture("ipv6-mcast-ssm.pcap"),
-        fixture("mixed.pcap"),
-        fixture("malformed.pcap"),
-    ];
+    let inputs = inputs();
 
     let mut next = 0;
     for input in &inputs {
@@ -190,24 +218,14 @@ fn steady_state_allocates_nothing() {
     }
     let before = nodes[0].counters().packets_in;
 
-    COUNTING.with(|c| c.set(true));
-    for input in &inputs {
-        let mut next = 0;
-        for _ in 0..PACKETS.div_ceil(BATCH) {
-            round(&mut nodes, &mut batch, input, &mut next, &mut sink);
+    assert_no_alloc("frames owned by the batch", || {
+        for input in &inputs {
+            let mut next = 0;
+            for _ in 0..PACKETS.div_ceil(BATCH) {
+                round(&mut nodes, &mut batch, input, &mut next, &mut sink);
+            }
         }
-    }
-    COUNTING.with(|c| c.set(false));
-
-    let allocs = ALLOCS.with(Cell::get);
-    let deallocs = DEALLOCS.with(Cell::get);
-    let first = FIRST.with(|f| f.borrow_mut().take());
-    assert_eq!(
-        (allocs, deallocs),
-        (0, 0),
-        "allocations, deallocations in the steady state; the first one:\n{}",
-        first.unwrap_or_default()
-    );
+    });
 
     // The work really happened: every node saw every packet, and traces went round the chain.
     let per_input = (PACKETS.div_ceil(BATCH) * BATCH) as u64;
@@ -219,4 +237,52 @@ fn steady_state_allocates_nothing() {
     assert!(nodes[2].counters().decap >= per_input);
     assert!(nodes[0].counters().malformed.iter().sum::<u64>() > 0);
     assert!(sink.traces >= per_input);
+}
+
+/// As `mtnode replay` and the lab run it: buffers from a `BufPool`, a batch `Vec` filled and
+/// drained every round, buffers returned after the verdicts are read.
+#[test]
+fn pooled_buffers_allocate_nothing() {
+    let mut nodes = nodes();
+    let mut pool = BufPool::new(2 * BATCH);
+    let mut batch: Vec<Packet<Buf>> = Vec::with_capacity(BATCH);
+    let mut sink = CountingSink::default();
+    let inputs = inputs();
+    let mut forwarded = 0u64;
+    let mut run = |input: &[Vec<u8>], rounds: usize| {
+        let mut next = 0;
+        for _ in 0..rounds {
+            for _ in 0..BATCH {
+                let frame = pool.frame(&input[next % input.len()]).unwrap();
+                next += 1;
+                batch.push(Packet {
+                    frame,
+                    rx_port: 0,
+                    rx_ns: NOW_NS - 1_500,
+                    verdict: Verdict::Pending,
+                });
+            }
+            for node in nodes.iter_mut() {
+                node.buffer_occupancy = pool.in_use() as u32;
+                node.process(NOW_NS, &mut batch, &mut sink);
+                for p in batch.iter_mut() {
+                    p.rx_port = 0;
+                }
+            }
+            for p in batch.drain(..) {
+                forwarded += matches!(p.verdict, Verdict::Forward(_)) as u64;
+                pool.put(p.frame);
+            }
+        }
+    };
+    for input in &inputs {
+        run(input, 1);
+    }
+    assert_no_alloc("pooled buffers", || {
+        for input in &inputs {
+            run(input, PACKETS.div_ceil(BATCH));
+        }
+    });
+    assert!(forwarded >= 3 * PACKETS as u64);
+    assert_eq!(pool.in_use(), 0);
 }

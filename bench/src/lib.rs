@@ -8,11 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use mtnode_control::replay::{BATCH as REPLAY_BATCH, BATCH_WINDOW_NS};
 use mtnode_dataplane::frame::{Frame, HEADROOM};
+use mtnode_dataplane::io::{Buf, BufPool};
 use mtnode_dataplane::ioam::{self, EncapPlan, NodeData, TimestampFormat};
 use mtnode_dataplane::pipeline::{
     CountingSink, Forwarding, MalformedPolicy, Namespace, NodeConfig, Packet, Pipeline, Port,
-    Prefix, Selector, Verdict,
+    Prefix, Selector, Sink, TraceEvent, Verdict,
 };
 use mtnode_dataplane::wire::{ethernet, ipv6};
 
@@ -124,20 +126,23 @@ pub fn plain_frame(len: usize) -> Vec<u8> {
         .unwrap_or_else(|| panic!("no {len}-octet frame in ipv6-mcast-ssm.pcap"))
 }
 
-/// Node data for node `id`: PTP timestamps, no snapshot.
+/// Node data for node `id` as `mtnode` builds it from a config without `data`/`data_wide`:
+/// PTP timestamps, all-ones namespace data, no snapshot.
 pub fn node_data(id: u32) -> NodeData {
     NodeData {
         node_id: id,
         node_id_wide: id as u64,
-        namespace_data: 0,
-        namespace_data_wide: 0,
+        namespace_data: u32::MAX,
+        namespace_data_wide: u64::MAX,
         timestamp_format: TimestampFormat::Ptp,
         snapshot: None,
     }
 }
 
-/// A bump-in-the-wire node with two ports and, unless `role` is passthrough, namespace 1 in that
-/// role. The encapsulating node selects every multicast destination (ff00::/8).
+/// The configuration `pcap-fixtures/configs/<role>.toml` loads to (a test holds them equal): a
+/// bump-in-the-wire node with ports `in` and `out` and, unless `role` is passthrough, namespace 1
+/// in that role. The encapsulating node selects every multicast destination (ff00::/8) and
+/// inserts [`TRACE_TYPE`] with room for [`TRACE_HOPS`].
 pub fn node_config(role: Role) -> NodeConfig {
     let id = match role {
         Role::Passthrough => 0,
@@ -150,30 +155,36 @@ pub fn node_config(role: Role) -> NodeConfig {
     ff00[0] = 0xff;
     let namespaces = role
         .ioam()
-        .map(|r| Namespace {
-            id: NAMESPACE_ID,
-            role: r,
-            node,
-            plan: (r == ioam::Role::Encap)
-                .then(|| EncapPlan::new(NAMESPACE_ID, TRACE_TYPE, TRACE_HOPS, &node)),
-            select: vec![Selector {
-                dst: Some(Prefix { addr: ff00, len: 8 }),
-                ..Default::default()
-            }],
+        .map(|r| {
+            let encap = r == ioam::Role::Encap;
+            Namespace {
+                id: NAMESPACE_ID,
+                role: r,
+                node,
+                plan: encap.then(|| EncapPlan::new(NAMESPACE_ID, TRACE_TYPE, TRACE_HOPS, &node)),
+                select: if encap {
+                    vec![Selector {
+                        dst: Some(Prefix { addr: ff00, len: 8 }),
+                        ..Default::default()
+                    }]
+                } else {
+                    Vec::new()
+                },
+            }
         })
         .into_iter()
         .collect();
-    let port = |i: u16| Port {
-        name: format!("p{i}"),
+    let port = |name: &str, i: u16| Port {
+        name: name.to_string(),
         if_id: 10 * id as u16 + i,
-        if_id_wide: 100 * id + i as u32,
+        if_id_wide: 10 * id + i as u32,
     };
     NodeConfig {
         name: role.name().to_string(),
         forwarding: Forwarding::Bump,
         malformed: MalformedPolicy::Forward,
         timestamp_format: TimestampFormat::Ptp,
-        ports: vec![port(0), port(1)],
+        ports: vec![port("in", 0), port("out", 1)],
         routes6: Vec::new(),
         routes4: Vec::new(),
         namespaces,
@@ -322,74 +333,132 @@ fn overwritten_prefix(role: Role, input: &[u8]) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// The replay path of `mtnode replay` without its file I/O: frames already in memory are copied
-/// into the batch's buffers (as a backend's receive would), run through each node in turn, and
-/// the verdicts read back. Several nodes make a chain (encap → transit → decap) on one core.
-#[derive(Debug)]
-pub struct Replay {
-    pub nodes: Vec<Pipeline>,
-    pub frames: Vec<Captured>,
-    pub batch: Vec<Packet<Vec<u8>>>,
-    pub sink: CountingSink,
-    pub forwarded: u64,
+/// A sink that encodes every trace as `mtnode replay` does for `traces.jsonl`, into nothing: the
+/// JSON cost without the file.
+#[derive(Debug, Default)]
+pub struct JsonSink {
+    pub traces: u64,
 }
 
-impl Replay {
-    /// `frames` is the whole capture, processed in batches of [`BATCH`].
-    pub fn new(roles: &[Role], frames: Vec<Captured>) -> Self {
+impl Sink for JsonSink {
+    fn trace(&mut self, e: &TraceEvent<'_>) {
+        let v = mtnode_control::trace_json::trace(&e.trace, e.timestamp_format);
+        serde_json::to_writer(std::io::sink(), &v).expect("writing to io::sink");
+        self.traces += 1;
+    }
+}
+
+/// `mtnode replay`'s loop (control/src/replay.rs) with the capture already in memory and the
+/// output pcaps replaced by a count: frames are copied into buffers from a [`BufPool`], grouped
+/// into batches by the same rule (at most [`REPLAY_BATCH`], arrivals within
+/// [`BATCH_WINDOW_NS`] of the batch's first), processed with the batch's last arrival as `now`,
+/// and their buffers returned. Several nodes make a chain on one core (each node's `out` feeds
+/// the next one's `in`).
+#[derive(Debug)]
+pub struct Replay<S: Sink> {
+    pub nodes: Vec<Pipeline>,
+    pub frames: Vec<Captured>,
+    pool: BufPool,
+    batch: Vec<Packet<Buf>>,
+    pub sink: S,
+    pub batches: u64,
+    pub forwarded: u64,
+    pub bytes_out: u64,
+}
+
+impl<S: Sink> Replay<S> {
+    pub fn new(configs: Vec<NodeConfig>, frames: Vec<Captured>, sink: S) -> Self {
         Replay {
-            nodes: roles.iter().map(|&r| pipeline(r)).collect(),
+            nodes: configs
+                .into_iter()
+                .map(|c| Pipeline::new(Arc::new(c)))
+                .collect(),
             frames,
-            batch: (0..BATCH).map(|_| packet(&[])).collect(),
-            sink: CountingSink::default(),
+            pool: BufPool::new(2 * REPLAY_BATCH),
+            batch: Vec::with_capacity(REPLAY_BATCH),
+            sink,
+            batches: 0,
             forwarded: 0,
+            bytes_out: 0,
         }
     }
 
     /// Replay the whole capture once; returns the packets replayed.
     pub fn run(&mut self) -> usize {
-        for chunk in self.frames.chunks(BATCH) {
-            let batch = &mut self.batch[..chunk.len()];
-            for (p, c) in batch.iter_mut().zip(chunk) {
-                p.frame.set_bytes(&c.bytes).expect("frame fits its buffer");
-                p.rx_ns = c.ts_ns;
-                p.rx_port = 0;
-                p.verdict = Verdict::Pending;
-            }
-            // One clock read per batch: the last packet's time, as a live backend would see it.
-            let now = chunk[chunk.len() - 1].ts_ns + 1_000;
-            for node in &mut self.nodes {
-                node.process(now, batch, &mut self.sink);
-                for p in batch.iter_mut() {
-                    p.rx_port = 0;
+        for i in 0..self.frames.len() {
+            let c = &self.frames[i];
+            if let Some(first) = self.batch.first() {
+                if self.batch.len() == REPLAY_BATCH
+                    || c.ts_ns.saturating_sub(first.rx_ns) > BATCH_WINDOW_NS
+                {
+                    self.flush();
                 }
             }
-            self.forwarded += batch
-                .iter()
-                .filter(|p| matches!(p.verdict, Verdict::Forward(_)))
-                .count() as u64;
+            let c = &self.frames[i];
+            let frame = self.pool.frame(&c.bytes).expect("pool and frame sizes");
+            self.batch.push(Packet {
+                frame,
+                rx_port: 0,
+                rx_ns: c.ts_ns,
+                verdict: Verdict::Pending,
+            });
         }
+        self.flush();
         self.frames.len()
+    }
+
+    fn flush(&mut self) {
+        let Some(last) = self.batch.last() else {
+            return;
+        };
+        let now = last.rx_ns;
+        for node in &mut self.nodes {
+            node.buffer_occupancy = self.pool.in_use() as u32;
+            node.process(now, &mut self.batch, &mut self.sink);
+            for p in &mut self.batch {
+                p.rx_port = 0;
+            }
+        }
+        self.batches += 1;
+        for p in self.batch.drain(..) {
+            if let Verdict::Forward(_) = p.verdict {
+                self.forwarded += 1;
+                self.bytes_out += p.frame.len() as u64;
+            }
+            self.pool.put(p.frame);
+        }
     }
 }
 
-/// `mixed.pcap` as seen by the first node of `roles`: as captured for an encapsulating node (or
-/// the chain), after the nodes ahead of it otherwise, so that a transit or decapsulating node
-/// replays traffic that carries its traces. Repeated `times` for batches of steady length.
-pub fn mixed_for(first: Role, times: usize) -> Vec<Captured> {
+/// `mixed.pcap` as the first node of a chain starting with `first` receives it: as captured for
+/// an encapsulating node, after the nodes ahead of it otherwise (so that a transit or
+/// decapsulating node gets traffic carrying the traces it works on). Cycled to `times` copies
+/// and re-timed to arrive `spacing_ns` apart: the fixture's own 1 ms spacing makes every
+/// `mtnode replay` batch a single packet, a spacing under `BATCH_WINDOW_NS / 32` makes them 32.
+pub fn mixed_for(first: Role, times: usize, spacing_ns: u64) -> Vec<Captured> {
     let ahead: &[Role] = match first {
         Role::Passthrough | Role::Encap => &[],
         Role::Transit => &[Role::Encap],
         Role::Decap => &[Role::Encap, Role::Transit],
     };
     let mut frames = fixture("mixed.pcap");
+    let t0 = frames[0].ts_ns;
     for &r in ahead {
         for c in &mut frames {
             c.bytes = through(r, &c.bytes);
         }
     }
     let n = frames.len();
-    frames.into_iter().cycle().take(n * times).collect()
+    frames
+        .into_iter()
+        .cycle()
+        .take(n * times)
+        .enumerate()
+        .map(|(i, c)| Captured {
+            ts_ns: t0 + i as u64 * spacing_ns,
+            bytes: c.bytes,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -447,16 +516,43 @@ mod tests {
     }
 
     #[test]
-    fn replay_forwards_everything() {
+    fn configs_match_the_fixture_tomls() {
+        for role in [Role::Encap, Role::Transit, Role::Decap] {
+            let path = fixture_path(&format!("configs/{}.toml", role.name()));
+            let loaded = mtnode_control::config::load(&path).unwrap();
+            assert_eq!(node_config(role), loaded, "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn replay_batches_and_forwards_everything() {
         for roles in [
             &[Role::Encap][..],
             &[Role::Transit],
             &[Role::Decap],
             &[Role::Encap, Role::Transit, Role::Decap],
         ] {
-            let mut r = Replay::new(roles, mixed_for(roles[0], 2));
+            let configs = roles.iter().map(|&r| node_config(r)).collect();
+            let mut r = Replay::new(
+                configs,
+                mixed_for(roles[0], 2, 1_000_000),
+                CountingSink::default(),
+            );
             assert_eq!(r.run(), 90);
-            assert_eq!(r.forwarded, 90, "{roles:?}");
+            assert_eq!((r.batches, r.forwarded), (90, 90), "{roles:?}, 1 ms apart");
+            let configs = roles.iter().map(|&r| node_config(r)).collect();
+            let mut r = Replay::new(configs, mixed_for(roles[0], 32, 100), JsonSink::default());
+            assert_eq!(r.run(), 1440);
+            assert_eq!(
+                (r.batches, r.forwarded),
+                (45, 1440),
+                "{roles:?}, 100 ns apart"
+            );
+            let c = r.nodes[0].counters();
+            assert!(c.encap + c.transit + c.decap > 0, "{roles:?}: no IOAM work");
+            if roles.contains(&Role::Decap) {
+                assert!(r.sink.traces > 0);
+            }
         }
     }
 }

@@ -12,9 +12,10 @@ use mtnode_control::replay::{BATCH as REPLAY_BATCH, BATCH_WINDOW_NS};
 use mtnode_dataplane::frame::{Frame, HEADROOM};
 use mtnode_dataplane::io::{Buf, BufPool};
 use mtnode_dataplane::ioam::{self, EncapPlan, NodeData, TimestampFormat};
+use mtnode_dataplane::mcast::PimTable;
 use mtnode_dataplane::pipeline::{
     CountingSink, Forwarding, MalformedPolicy, Namespace, NodeConfig, Packet, Pipeline, Port,
-    Prefix, Selector, Sink, TraceEvent, Verdict,
+    Prefix, Selector, Sink, TraceEvent, TraceMode, Verdict,
 };
 use mtnode_dataplane::wire::{ethernet, ipv6};
 
@@ -160,6 +161,7 @@ pub fn node_config(role: Role) -> NodeConfig {
             Namespace {
                 id: NAMESPACE_ID,
                 role: r,
+                mode: TraceMode::Trace,
                 node,
                 plan: encap.then(|| EncapPlan::new(NAMESPACE_ID, TRACE_TYPE, TRACE_HOPS, &node)),
                 select: if encap {
@@ -178,9 +180,11 @@ pub fn node_config(role: Role) -> NodeConfig {
         name: name.to_string(),
         if_id: 10 * id as u16 + i,
         if_id_wide: 10 * id + i as u32,
+        queue: None,
     };
     NodeConfig {
         name: role.name().to_string(),
+        node_id: id,
         forwarding: Forwarding::Bump,
         malformed: MalformedPolicy::Forward,
         timestamp_format: TimestampFormat::Ptp,
@@ -188,6 +192,9 @@ pub fn node_config(role: Role) -> NodeConfig {
         routes6: Vec::new(),
         routes4: Vec::new(),
         namespaces,
+        pim: PimTable::default(),
+        bifts: Vec::new(),
+        epoch: 0,
     }
 }
 
@@ -208,7 +215,7 @@ pub fn packet(bytes: &[u8]) -> Packet<Vec<u8>> {
 
 /// Run `bytes` once through a node in `role` and return what it forwards.
 pub fn through(role: Role, bytes: &[u8]) -> Vec<u8> {
-    let mut batch = [packet(bytes)];
+    let mut batch = vec![packet(bytes)];
     pipeline(role).process(NOW_NS, &mut batch, &mut CountingSink::default());
     assert_eq!(
         batch[0].verdict,
@@ -286,9 +293,13 @@ impl RoleBench {
         }
     }
 
-    /// Put every packet of the batch back to the input bytes.
+    /// Put every packet of the batch back to the input bytes, verdict pending (`process` skips
+    /// packets that already have a verdict).
     #[inline]
     pub fn reset(&mut self) {
+        for p in &mut self.batch {
+            p.verdict = Verdict::Pending;
+        }
         match self.reset {
             Reset::Nothing => {}
             Reset::TraceHeader { at, orig } => {
@@ -319,13 +330,9 @@ impl RoleBench {
 /// How many leading octets of `input` a node in `role` overwrites inside the input's own span of
 /// the buffer (what it writes into the headroom it writes whole every time).
 fn overwritten_prefix(role: Role, input: &[u8]) -> usize {
-    let mut p = packet(input);
-    pipeline(role).process(
-        NOW_NS,
-        std::slice::from_mut(&mut p),
-        &mut CountingSink::default(),
-    );
-    let buf = p.frame.into_buf();
+    let mut batch = vec![packet(input)];
+    pipeline(role).process(NOW_NS, &mut batch, &mut CountingSink::default());
+    let buf = batch.pop().expect("one packet").frame.into_buf();
     let span = &buf[HEADROOM..HEADROOM + input.len()];
     span.iter()
         .zip(input)
@@ -351,9 +358,10 @@ impl Sink for JsonSink {
 /// `mtnode replay`'s loop (control/src/replay.rs) with the capture already in memory and the
 /// output pcaps replaced by a count: frames are copied into buffers from a [`BufPool`], grouped
 /// into batches by the same rule (at most [`REPLAY_BATCH`], arrivals within
-/// [`BATCH_WINDOW_NS`] of the batch's first), processed with the batch's last arrival as `now`,
-/// and their buffers returned. Several nodes make a chain on one core (each node's `out` feeds
-/// the next one's `in`).
+/// [`BATCH_WINDOW_NS`] of the batch's first), processed by `process_replicating` with the batch's
+/// last arrival as `now` and replica buffers from the pool, and their buffers returned. Several
+/// nodes make a chain on one core: each node's forwarded packets enter the next on its `in`
+/// port; dropped ones keep their verdict, so the next node skips them.
 #[derive(Debug)]
 pub struct Replay<S: Sink> {
     pub nodes: Vec<Pipeline>,
@@ -368,14 +376,16 @@ pub struct Replay<S: Sink> {
 
 impl<S: Sink> Replay<S> {
     pub fn new(configs: Vec<NodeConfig>, frames: Vec<Captured>, sink: S) -> Self {
+        // As replay sizes them: every packet may fan out to every port.
+        let fanout = configs.iter().map(|c| c.ports.len()).max().unwrap_or(1);
         Replay {
             nodes: configs
                 .into_iter()
                 .map(|c| Pipeline::new(Arc::new(c)))
                 .collect(),
             frames,
-            pool: BufPool::new(2 * REPLAY_BATCH),
-            batch: Vec::with_capacity(REPLAY_BATCH),
+            pool: BufPool::new(2 * REPLAY_BATCH * fanout),
+            batch: Vec::with_capacity(REPLAY_BATCH * fanout),
             sink,
             batches: 0,
             forwarded: 0,
@@ -412,12 +422,25 @@ impl<S: Sink> Replay<S> {
             return;
         };
         let now = last.rx_ns;
-        for node in &mut self.nodes {
-            node.buffer_occupancy = self.pool.in_use() as u32;
-            node.process(now, &mut self.batch, &mut self.sink);
-            for p in &mut self.batch {
-                p.rx_port = 0;
+        let Replay {
+            nodes,
+            pool,
+            batch,
+            sink,
+            ..
+        } = self;
+        for (k, node) in nodes.iter_mut().enumerate() {
+            if k > 0 {
+                for p in batch.iter_mut() {
+                    if let Verdict::Forward(_) = p.verdict {
+                        p.verdict = Verdict::Pending;
+                        p.rx_port = 0;
+                    }
+                }
             }
+            node.buffer_occupancy = pool.in_use() as u32;
+            let mut take = || pool.take();
+            node.process_replicating(now, batch, &mut take, sink);
         }
         self.batches += 1;
         for p in self.batch.drain(..) {

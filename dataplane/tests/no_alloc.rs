@@ -16,9 +16,10 @@ use std::sync::Arc;
 use mtnode_dataplane::frame::{Frame, HEADROOM};
 use mtnode_dataplane::io::{Buf, BufPool};
 use mtnode_dataplane::ioam::{EncapPlan, NodeData, Role, TimestampFormat};
+use mtnode_dataplane::mcast::{Oif, PimTable, SgRoute};
 use mtnode_dataplane::pipeline::{
     CountingSink, Forwarding, MalformedPolicy, Namespace, NodeConfig, Packet, Pipeline, Port,
-    Prefix, Selector, Verdict,
+    Prefix, Selector, TraceMode, Verdict,
 };
 
 struct Counting;
@@ -111,6 +112,7 @@ fn config(role: Option<Role>, id: u32) -> Arc<NodeConfig> {
         .map(|role| Namespace {
             id: 1,
             role,
+            mode: TraceMode::Trace,
             node,
             plan: Some(EncapPlan::new(1, 0xF8_0000, 8, &node)),
             select: vec![Selector {
@@ -124,9 +126,11 @@ fn config(role: Option<Role>, id: u32) -> Arc<NodeConfig> {
         name: format!("p{i}"),
         if_id: i,
         if_id_wide: i as u32,
+        queue: None,
     };
     Arc::new(NodeConfig {
         name: format!("node{id}"),
+        node_id: id,
         forwarding: Forwarding::Bump,
         malformed: MalformedPolicy::Forward,
         timestamp_format: TimestampFormat::Ptp,
@@ -134,6 +138,9 @@ fn config(role: Option<Role>, id: u32) -> Arc<NodeConfig> {
         routes6: Vec::new(),
         routes4: Vec::new(),
         namespaces,
+        pim: PimTable::default(),
+        bifts: Vec::new(),
+        epoch: 0,
     })
 }
 
@@ -141,7 +148,7 @@ fn config(role: Option<Role>, id: u32) -> Arc<NodeConfig> {
 /// would, then run each node in turn over it.
 fn round(
     nodes: &mut [Pipeline],
-    batch: &mut [Packet<Vec<u8>>],
+    batch: &mut Vec<Packet<Vec<u8>>>,
     input: &[Vec<u8>],
     next: &mut usize,
     sink: &mut CountingSink,
@@ -155,7 +162,15 @@ fn round(
     }
     for node in nodes.iter_mut() {
         node.process(NOW_NS, batch, sink);
-        for p in batch.iter_mut() {
+        next_hop(batch);
+    }
+}
+
+/// What one node forwarded enters the next on port 0, pending again; drops stay dropped.
+fn next_hop<B>(batch: &mut [Packet<B>]) {
+    for p in batch.iter_mut() {
+        if let Verdict::Forward(_) = p.verdict {
+            p.verdict = Verdict::Pending;
             p.rx_port = 0;
         }
     }
@@ -239,13 +254,51 @@ fn steady_state_allocates_nothing() {
     assert!(sink.traces >= per_input);
 }
 
+/// A routing transit node that is a PIM-SSM branch point for the fixtures' (S,G): in on port
+/// 0, a copy out of ports 1 and 2, each with its own IOAM entry.
+fn branch_node() -> Pipeline {
+    let mut c = Arc::unwrap_or_clone(config(Some(Role::Transit), 5));
+    c.forwarding = Forwarding::Route;
+    c.ports.push(Port {
+        name: "p2".into(),
+        if_id: 2,
+        if_id_wide: 2,
+        queue: None,
+    });
+    let mut source = [0u8; 16];
+    source[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    source[5] = 1;
+    source[15] = 0x10;
+    let mut group = [0u8; 16];
+    group[..2].copy_from_slice(&[0xff, 0x3e]);
+    group[12] = 0x80;
+    group[15] = 1;
+    c.pim = PimTable {
+        routes: vec![SgRoute {
+            source,
+            group,
+            iif: 0,
+            oil: (1..=2)
+                .map(|port| Oif {
+                    port,
+                    ttl_threshold: 1,
+                })
+                .collect(),
+        }],
+    };
+    Pipeline::new(Arc::new(c))
+}
+
 /// As `mtnode replay` and the lab run it: buffers from a `BufPool`, a batch `Vec` filled and
-/// drained every round, buffers returned after the verdicts are read.
+/// drained every round, replicas in pool buffers appended to it, buffers returned after the
+/// verdicts are read. A PIM branch point sits between encap and decap, so the batch doubles.
 #[test]
 fn pooled_buffers_allocate_nothing() {
-    let mut nodes = nodes();
-    let mut pool = BufPool::new(2 * BATCH);
-    let mut batch: Vec<Packet<Buf>> = Vec::with_capacity(BATCH);
+    let [encap, transit, decap, passthrough] = nodes();
+    let mut nodes = [encap, transit, branch_node(), decap, passthrough];
+    const FANOUT: usize = 2;
+    let mut pool = BufPool::new(2 * BATCH * FANOUT);
+    let mut batch: Vec<Packet<Buf>> = Vec::with_capacity(BATCH * FANOUT);
     let mut sink = CountingSink::default();
     let inputs = inputs();
     let mut forwarded = 0u64;
@@ -264,13 +317,12 @@ fn pooled_buffers_allocate_nothing() {
             }
             for node in nodes.iter_mut() {
                 node.buffer_occupancy = pool.in_use() as u32;
-                node.process(NOW_NS, &mut batch, &mut sink);
-                for p in batch.iter_mut() {
-                    p.rx_port = 0;
-                }
+                node.process_replicating(NOW_NS, &mut batch, &mut || pool.take(), &mut sink);
+                next_hop(&mut batch);
             }
+            // What the last node forwarded is pending again after `next_hop`.
             for p in batch.drain(..) {
-                forwarded += matches!(p.verdict, Verdict::Forward(_)) as u64;
+                forwarded += (p.verdict == Verdict::Pending) as u64;
                 pool.put(p.frame);
             }
         }
@@ -285,4 +337,7 @@ fn pooled_buffers_allocate_nothing() {
     });
     assert!(forwarded >= 3 * PACKETS as u64);
     assert_eq!(pool.in_use(), 0);
+    // The branch point really replicated, and the decap node took traces off both copies.
+    assert!(nodes[2].counters().replicas >= PACKETS as u64);
+    assert!(sink.traces >= 2 * PACKETS as u64);
 }

@@ -164,6 +164,7 @@ pub fn node_config(role: Role) -> NodeConfig {
                 mode: TraceMode::Trace,
                 node,
                 plan: encap.then(|| EncapPlan::new(NAMESPACE_ID, TRACE_TYPE, TRACE_HOPS, &node)),
+                dex: None,
                 select: if encap {
                     vec![Selector {
                         dst: Some(Prefix { addr: ff00, len: 8 }),
@@ -180,6 +181,7 @@ pub fn node_config(role: Role) -> NodeConfig {
         name: name.to_string(),
         if_id: 10 * id as u16 + i,
         if_id_wide: 10 * id + i as u32,
+        capacity_bps: 10_000_000_000,
         queue: None,
     };
     NodeConfig {

@@ -115,6 +115,7 @@ fn config(role: Option<Role>, id: u32) -> Arc<NodeConfig> {
             mode: TraceMode::Trace,
             node,
             plan: Some(EncapPlan::new(1, 0xF8_0000, 8, &node)),
+            dex: None,
             select: vec![Selector {
                 dst: Some(Prefix { addr: ff00, len: 8 }),
                 ..Default::default()
@@ -126,6 +127,7 @@ fn config(role: Option<Role>, id: u32) -> Arc<NodeConfig> {
         name: format!("p{i}"),
         if_id: i,
         if_id_wide: i as u32,
+        capacity_bps: 10_000_000_000,
         queue: None,
     };
     Arc::new(NodeConfig {
@@ -263,6 +265,7 @@ fn branch_node() -> Pipeline {
         name: "p2".into(),
         if_id: 2,
         if_id_wide: 2,
+        capacity_bps: 10_000_000_000,
         queue: None,
     });
     let mut source = [0u8; 16];

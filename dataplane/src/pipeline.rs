@@ -608,7 +608,11 @@ impl Pipeline {
     }
 
     fn bump_egress(&self, rx: u16) -> Option<u16> {
-        (0..self.config.ports.len() as u16).find(|&i| i != rx)
+        match self.config.ports.len() {
+            // The usual bump in the wire: the other port.
+            2 => Some(u16::from(rx == 0)),
+            n => (0..n as u16).find(|&i| i != rx),
+        }
     }
 
     fn egress6(&self, rx: u16, dst: &[u8; 16]) -> Option<u16> {
@@ -647,9 +651,9 @@ impl Pipeline {
         hop_limit: u8,
         unicast: Option<u16>,
     ) -> Result<usize, DropReason> {
-        if config.forwarding == Forwarding::Route && dst[0] == 0xff
-            || dst[..12] == mcast::v4_mapped([0; 4])[..12] && (224..240).contains(&dst[12])
-        {
+        let multicast = dst[0] == 0xff
+            || dst[..12] == mcast::v4_mapped([0; 4])[..12] && (224..240).contains(&dst[12]);
+        if config.forwarding == Forwarding::Route && multicast && !config.pim.routes.is_empty() {
             match config.pim.lookup(src, dst, rx) {
                 Ok(route) => {
                     let mut n = 0;

@@ -729,6 +729,28 @@ impl Pipeline {
         Ok(Plan::with(n, None))
     }
 
+    /// What this node knows of a packet on arrival; the egress side is filled per copy.
+    fn ingress_facts<B: AsRef<[u8]>>(
+        &self,
+        config: &NodeConfig,
+        p: &Packet<B>,
+        hop_limit: u8,
+        now_ns: u64,
+    ) -> HopFacts {
+        let rx = config.ports.get(p.rx_port as usize);
+        HopFacts {
+            hop_limit,
+            ingress_if: rx.map_or(u16::MAX, |x| x.if_id),
+            egress_if: u16::MAX,
+            ingress_if_wide: rx.map_or(u32::MAX, |x| x.if_id_wide),
+            egress_if_wide: u32::MAX,
+            rx_ns: p.rx_ns,
+            now_ns,
+            queue_depth: 0,
+            buffer_occupancy: self.buffer_occupancy,
+        }
+    }
+
     /// Export a postcard, counting it as lost when the ring is full.
     fn export(&mut self, card: Postcard) {
         let Some(ring) = &self.postcards else { return };
@@ -1193,18 +1215,7 @@ impl Pipeline {
             hop_limit -= 1;
             p.frame.bytes_mut()[l3 + 7] = hop_limit;
         }
-        let rx = config.ports.get(p.rx_port as usize);
-        let facts = HopFacts {
-            hop_limit,
-            ingress_if: rx.map_or(u16::MAX, |x| x.if_id),
-            egress_if: u16::MAX,
-            ingress_if_wide: rx.map_or(u32::MAX, |x| x.if_id_wide),
-            egress_if_wide: u32::MAX,
-            rx_ns: p.rx_ns,
-            now_ns,
-            queue_depth: 0,
-            buffer_occupancy: self.buffer_occupancy,
-        };
+        let facts = self.ingress_facts(config, p, hop_limit, now_ns);
         self.ioam(config, p, l3, index, targets, facts, sink)
     }
 
@@ -1270,18 +1281,7 @@ impl Pipeline {
             ..Plan::with(count, None)
         };
         if h.proto() == bier::proto::IPV6 && Ipv6Packet::new_checked(&bytes[inner..]).is_ok() {
-            let rx = config.ports.get(p.rx_port as usize);
-            let facts = HopFacts {
-                hop_limit: bytes[inner + 7],
-                ingress_if: rx.map_or(u16::MAX, |x| x.if_id),
-                egress_if: u16::MAX,
-                ingress_if_wide: rx.map_or(u32::MAX, |x| x.if_id_wide),
-                egress_if_wide: u32::MAX,
-                rx_ns: p.rx_ns,
-                now_ns,
-                queue_depth: 0,
-                buffer_occupancy: self.buffer_occupancy,
-            };
+            let facts = self.ingress_facts(config, p, bytes[inner + 7], now_ns);
             // Encap at the BFIR, transit at a BFR: a local copy meets its decapsulating role
             // when it comes back through the graph as IPv6, so a BFER does nothing here.
             let local_only = (0..count).all(|t| self.targets[t].local);

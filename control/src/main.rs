@@ -290,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
                 source_mbps: source_rate,
                 ecn,
                 switch_encoding_every: None,
+                simulated_clock: false,
             };
             let modes: Vec<&str> = match mode.as_deref() {
                 Some(m) => vec![m],

@@ -494,6 +494,16 @@ impl Pipeline {
                         };
                         self.counters.replicas += 1;
                         self.finish(&config, &mut copy, &plan, t);
+                        if copy.verdict == Verdict::Pending {
+                            // A BFER's own copy goes round the graph again from the end of the
+                            // batch, where it will be counted in as if it had arrived: take
+                            // that back now, so a packet is one arrival wherever its bit is.
+                            self.counters.packets_in = self.counters.packets_in.saturating_sub(1);
+                            self.counters.bytes_in = self
+                                .counters
+                                .bytes_in
+                                .saturating_sub(copy.frame.len() as u64);
+                        }
                         batch.push(copy);
                     }
                     self.finish(&config, &mut batch[i], &plan, 0);

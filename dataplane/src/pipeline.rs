@@ -617,6 +617,7 @@ impl Pipeline {
         Ok(Plan::single())
     }
 
+    #[inline]
     fn bump_egress(&self, rx: u16) -> Option<u16> {
         match self.config.ports.len() {
             // The usual bump in the wire: the other port.
@@ -625,6 +626,7 @@ impl Pipeline {
         }
     }
 
+    #[inline]
     fn egress6(&self, rx: u16, dst: &[u8; 16]) -> Option<u16> {
         match self.config.forwarding {
             Forwarding::Bump => self.bump_egress(rx),
@@ -652,6 +654,7 @@ impl Pipeline {
     /// Fill the targets of a routed packet: the `(S,G)` route's OIL when there is one (after
     /// the RPF check, and only interfaces whose TTL threshold the packet passes), or the one
     /// unicast or bump egress. Returns how many.
+    #[inline]
     fn route_targets(
         &mut self,
         config: &NodeConfig,
@@ -740,6 +743,7 @@ impl Pipeline {
     }
 
     /// What this node knows of a packet on arrival; the egress side is filled per copy.
+    #[inline]
     fn ingress_facts<B: AsRef<[u8]>>(
         &self,
         config: &NodeConfig,

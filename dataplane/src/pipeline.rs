@@ -892,7 +892,9 @@ impl Pipeline {
             .namespaces
             .iter()
             .enumerate()
-            .find(|(_, n)| n.id == ns_id && n.role != Role::Encap)
+            // A per-hop namespace exports hop postcards only: a trace claiming its ID is not
+            // its own, and passes untouched.
+            .find(|(_, n)| n.id == ns_id && n.role != Role::Encap && n.mode != TraceMode::PerHop)
         else {
             self.counters.passthrough += 1;
             return Ok(plan(None));
@@ -1410,11 +1412,10 @@ impl Pipeline {
             self.counters.passthrough += 1;
             return Ok(None);
         };
-        let Some((ns_index, ns)) = config
-            .namespaces
-            .iter()
-            .enumerate()
-            .find(|(_, n)| n.id == ns_id && n.role == Role::Transit)
+        let Some((ns_index, ns)) =
+            config.namespaces.iter().enumerate().find(|(_, n)| {
+                n.id == ns_id && n.role == Role::Transit && n.mode != TraceMode::PerHop
+            })
         else {
             self.counters.passthrough += 1;
             return Ok(None);

@@ -660,3 +660,53 @@ fn write_multicast_seeds() {
         std::fs::remove_dir_all(&out).unwrap();
     }
 }
+
+/// Fixed (a per-hop namespace now lets such a trace pass untouched); found by `cargo fuzz run
+/// pipeline` 23 s into the second campaign: "dex-decap: hop
+/// postcards are per-hop mode's, and only they" at fuzz/src/lib.rs:1067:5 (`check_postcard`).
+/// A namespace in per-hop mode still takes a Pre-allocated Trace option carrying its
+/// Namespace-ID as its own: `Pipeline::ioam` looks the trace's namespace up by ID and role only
+/// (dataplane/src/pipeline.rs:855, no mode), so a per-hop decapsulating node records into the
+/// trace, hands it to the sink, exports a trace-mode `EndSection` postcard under the per-hop
+/// namespace (:873–876) and strips it; a per-hop transit node records into it. The collector
+/// then gets a section postcard from a namespace that exports only hop postcards. Whether such a
+/// trace should pass untouched, count as malformed, or be taken as now is a design call; this
+/// test holds the pipeline to the harness's rule that a per-hop namespace exports hop
+/// postcards only.
+/// Input (minimised by hand from the fuzzer's): the fixtures' multicast UDP packet with a
+/// Hop-by-Hop header holding a trace of namespace 2, NodeLen 1, type 0x800000, no room:
+/// `33338000000102000000000186dd6000000000180040 20010db8000100000000000000000010
+/// ff3e0000000000000000000080000001 1101 0100 310a0000 0002 0800 80000000 1388138900080000`,
+/// to `dex-decap` and `bier-bfer` (both export an `EndSection` postcard for namespace 2).
+#[test]
+fn regression_per_hop_namespace_exports_no_trace_postcards() {
+    use mtnode_dataplane::export::{PostcardKind, PostcardRing};
+    let b = frame(
+        24,
+        0,
+        "1101 0100 310a0000 0002 0800 80000000 1388138900080000",
+    );
+    let mut wrong = Vec::new();
+    for id in [harness::id::DEX_DECAP, harness::id::BIER_BFER] {
+        let node = harness::node(id);
+        let ring = Arc::new(PostcardRing::new(8));
+        let mut p = Pipeline::new(Arc::clone(&node.config));
+        p.postcards = Some(Arc::clone(&ring));
+        let mut batch = vec![Packet {
+            frame: Frame::from_bytes(vec![0u8; HEADROOM + b.len()], &b).unwrap(),
+            rx_port: 0,
+            rx_ns: 0,
+            verdict: Verdict::Pending,
+        }];
+        p.process(0, &mut batch, &mut CountingSink::default());
+        while let Some(card) = ring.pop() {
+            if card.namespace_id == harness::DEX_NAMESPACE && card.kind != PostcardKind::Hop {
+                wrong.push((node.name().to_string(), card.kind));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "trace postcards from the per-hop namespace: {wrong:?}"
+    );
+}

@@ -324,3 +324,67 @@ fn dex_insert_strip_restores_every_fixture() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// A reload between packets switches the branch encoding while the replay runs: the packets
+/// before it carry the explicit field `[16, 0]`, the packets after it the sum field, each with
+/// its own flag, and the decapsulating node (still on explicit) restores them all.
+#[test]
+fn reload_switches_the_branch_encoding_between_packets() {
+    let node = |role: &str, id: u32, enc: &str| {
+        format!(
+            "[node]\nname = \"{role}\"\nnode_id = {id}\nforwarding = \"bump\"\n\
+             [[port]]\nname = \"in\"\nif_id = 1\n[[port]]\nname = \"out\"\nif_id = 2\n\
+             [[namespace]]\nid = 7\nrole = \"{role}\"\nmode = \"per-hop\"\n\
+             branch_encoding = \"{enc}\"\n{}",
+            if role == "encap" {
+                "[[namespace.select]]\ndst = \"::/0\"\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let dir = scratch("reload");
+    let (e, d) = (dir.join("e"), dir.join("d"));
+    let first = Arc::new(config::parse("explicit", &node("encap", 16, "explicit")).unwrap());
+    let then = config::parse("sum", &node("encap", 16, "sum")).unwrap();
+    let r = replay::replay_reloading(
+        first,
+        None,
+        &[(6, then)],
+        &fixture("ipv6-mcast-ssm.pcap"),
+        &e,
+        0,
+    )
+    .unwrap();
+    assert_eq!(r.counters.encap, 12);
+    let out = read_pcap(&e.join("out.pcap")).unwrap();
+    for (i, f) in out.iter().enumerate() {
+        let loc = mtnode_dataplane::ioam::find_dex(f, 54).unwrap().unwrap();
+        let dex = mtnode_dataplane::wire::IoamDex::new_checked(&f[loc.trace_range()]).unwrap();
+        assert_eq!(
+            dex.sequence_number(),
+            Some(i as u32),
+            "sequence continues across the reload"
+        );
+        if i < 6 {
+            assert_eq!(
+                (dex.ext_flags(), dex.extension(2)),
+                (0xe0, Some(16 << 8)),
+                "packet {i}"
+            );
+        } else {
+            assert_eq!(
+                (dex.ext_flags(), dex.extension(4)),
+                (0xc8, Some(16)),
+                "packet {i}"
+            );
+        }
+    }
+    let dec = Arc::new(config::parse("d", &node("decap", 32, "explicit")).unwrap());
+    replay::replay(dec, &e.join("out.pcap"), &d, 0).unwrap();
+    assert_eq!(
+        read_pcap(&d.join("out.pcap")).unwrap(),
+        read_pcap(&fixture("ipv6-mcast-ssm.pcap")).unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

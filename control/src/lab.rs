@@ -45,6 +45,37 @@ pub struct LabOptions {
     /// Per-hop mode: switch every node to the next branch encoding (explicit → split → sum →
     /// …) after every this many packets, with a new configuration epoch, while traffic flows.
     pub switch_encoding_every: Option<u32>,
+    /// Run on a simulated clock that advances 10 µs per round instead of the wall clock: the
+    /// same code, but rates, shapers and AQMs behave the same on a loaded machine (tests).
+    pub simulated_clock: bool,
+}
+
+/// The lab's time: the wall clock, or a simulated one that moves only when told to.
+struct Clock {
+    simulated: Option<u64>,
+}
+
+impl Clock {
+    /// Simulated time starts at the wall clock's now, so timestamps still look like dates.
+    fn new(simulated: bool) -> Self {
+        Clock {
+            simulated: simulated.then(now_ns),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.simulated.unwrap_or_else(now_ns)
+    }
+
+    /// Let time pass: the simulated clock steps; the wall clock passes by itself, so only yield
+    /// the core when there was nothing to do.
+    fn tick(&mut self, idle: bool) {
+        match self.simulated.as_mut() {
+            Some(t) => *t += 10_000,
+            None if idle => std::thread::sleep(std::time::Duration::from_micros(50)),
+            None => {}
+        }
+    }
 }
 
 impl LabOptions {
@@ -55,6 +86,7 @@ impl LabOptions {
             source_mbps: Some(0.0),
             ecn: false,
             switch_encoding_every: None,
+            simulated_clock: false,
         }
     }
 }
@@ -189,7 +221,8 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
     };
     topo.check()?;
     let configs = topo.configs(mode)?;
-    let start = now_ns();
+    let mut clock = Clock::new(opts.simulated_clock);
+    let start = clock.now();
     // links[0] is the source's into the root; links[1 + l] is topology link l.
     let mut links = vec![MemLink::new(4096)];
     for (l, link) in topo.links.iter().enumerate() {
@@ -276,7 +309,7 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
         || links.iter().any(|l| !l.is_empty())
         || nodes.iter().any(|n| n.queues.iter().any(|q| q.len() > 0))
     {
-        let now = now_ns();
+        let now = clock.now();
         let due = if rate > 0.0 {
             let frame_bits = ((14 + ipv6::HEADER_LEN + 8 + PAYLOAD) * 8) as f64;
             (((now - start) as f64 * rate * 1e6 / 1e9 / frame_bits) as u32 + 1).min(opts.packets)
@@ -318,7 +351,7 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
         let mut busy = false;
         for &i in &order {
             let node = &mut nodes[i];
-            let now = now_ns();
+            let now = clock.now();
             while batch.len() < BATCH {
                 let Some(f) = links[node.in_link].recv(now) else {
                     break;
@@ -383,10 +416,8 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
                 }
             }
         }
-        if !busy && (sent == due || rate > 0.0) {
-            // Waiting for the source, a link's delay or a shaper: don't spin a core.
-            std::thread::sleep(std::time::Duration::from_micros(50));
-        }
+        // Waiting for the source, a link's delay or a shaper: don't spin a core.
+        clock.tick(!busy && (sent == due || rate > 0.0));
     }
 
     let tree = collector::rebuild(&postcards);
@@ -714,6 +745,7 @@ mod tests {
                 source_mbps: Some(12.0),
                 ecn: true,
                 switch_encoding_every: None,
+                simulated_clock: true,
             },
         )
         .unwrap();

@@ -21,8 +21,8 @@ struct Cli {
 enum Command {
     /// Run in-process nodes joined by memory links, rebuild the tree from their postcards.
     Lab {
-        /// A topology file, or a built-in: figure5 (default), figure1, rfc8279, chain:N,
-        /// random:SEED:NODES.
+        /// A topology file, or a built-in: figure5 (default), figure1, rfc8279, bier64 (8 × 8
+        /// receivers), chain:N, random:SEED:NODES.
         #[arg(long, default_value = "figure5")]
         topology: String,
         /// trace, per-section or per-hop (default: all three, one report each).
@@ -76,6 +76,10 @@ enum Command {
         /// The port the input arrives on (default: the first port).
         #[arg(long)]
         ingress: Option<String>,
+        /// Switch to another configuration before input packet N (0-based): N:FILE, repeatable,
+        /// in increasing N. Each switch is a new epoch.
+        #[arg(long = "reload-at")]
+        reload_at: Vec<String>,
         /// Print stats.json to stdout too.
         #[arg(long)]
         json: bool,
@@ -163,6 +167,7 @@ fn load_topology(spec: &str) -> Result<topology::Topology> {
     Ok(match parts.as_slice() {
         ["figure5"] => topology::Topology::figure5(),
         ["figure1"] => topology::Topology::figure1(),
+        ["bier64"] => topology::Topology::bier_two_level(8, 8),
         ["rfc8279"] => topology::Topology::rfc8279(),
         ["chain", n] => topology::Topology::chain(n.parse().context("chain:N")?),
         ["random", seed, n] => topology::Topology::random(
@@ -285,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
                 source_mbps: source_rate,
                 ecn,
                 switch_encoding_every: None,
+                simulated_clock: false,
             };
             let modes: Vec<&str> = match mode.as_deref() {
                 Some(m) => vec![m],
@@ -312,8 +318,19 @@ fn run(cli: Cli) -> Result<()> {
             input,
             output_dir,
             ingress,
+            reload_at,
             json,
         } => {
+            let mut reloads = Vec::new();
+            for r in &reload_at {
+                let (n, file) = r.split_once(':').context("--reload-at takes N:FILE")?;
+                let n: u64 = n.parse().context("--reload-at: N is not a packet number")?;
+                anyhow::ensure!(
+                    reloads.last().is_none_or(|(m, _)| *m < n),
+                    "--reload-at: give the switches in increasing packet order"
+                );
+                reloads.push((n, config::load(std::path::Path::new(file))?));
+            }
             let (cfg, export) = config::load_with_export(&config)?;
             let cfg = Arc::new(cfg);
             let ingress = match ingress {
@@ -326,8 +343,14 @@ fn run(cli: Cli) -> Result<()> {
                     })? as u16,
                 None => 0,
             };
-            let report =
-                replay::replay_exporting(cfg, export.as_ref(), &input, &output_dir, ingress)?;
+            let report = replay::replay_reloading(
+                cfg,
+                export.as_ref(),
+                &reloads,
+                &input,
+                &output_dir,
+                ingress,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report.stats)?);
             } else {

@@ -213,6 +213,21 @@ pub fn replay_exporting(
     out_dir: &Path,
     ingress: u16,
 ) -> Result<ReplayReport> {
+    replay_reloading(config, export, &[], input, out_dir, ingress)
+}
+
+/// [`replay_exporting`], switching to `reloads[k].1` before input packet `reloads[k].0` (in
+/// increasing order), between batches as a live worker picks up a new configuration; each
+/// switch is a new epoch, which the node's postcards carry.
+pub fn replay_reloading(
+    config: Arc<NodeConfig>,
+    export: Option<&Export>,
+    reloads: &[(u64, NodeConfig)],
+    input: &Path,
+    out_dir: &Path,
+    ingress: u16,
+) -> Result<ReplayReport> {
+    let mut reloads = reloads.iter().enumerate().peekable();
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut source =
         PcapSource::open(input).with_context(|| format!("reading {}", input.display()))?;
@@ -302,6 +317,13 @@ pub fn replay_exporting(
                 sink.base = next_index - batch.len() as u64;
                 flush(&mut batch, &mut pool, &mut pipeline, &mut sink)?;
             }
+        }
+        while let Some((k, (_, cfg))) = reloads.next_if(|(_, (at, _))| *at <= next_index) {
+            sink.base = next_index - batch.len() as u64;
+            flush(&mut batch, &mut pool, &mut pipeline, &mut sink)?;
+            let mut cfg = cfg.clone();
+            cfg.epoch = config.epoch + k as u32 + 1;
+            pipeline.set_config(Arc::new(cfg));
         }
         batch.push(Packet {
             frame,

@@ -145,6 +145,31 @@ impl Topology {
         t
     }
 
+    /// A two-level BIER tree: the root, `mid` branch nodes, `leaves` receivers under each.
+    pub fn bier_two_level(mid: usize, leaves: usize) -> Self {
+        let mut names = vec!["root".to_string()];
+        let mut edges = Vec::new();
+        for m in 0..mid {
+            names.push(format!("M{}", m + 1));
+        }
+        for m in 0..mid {
+            for l in 0..leaves {
+                let leaf = format!("L{}", m * leaves + l + 1);
+                edges.push((format!("M{}", m + 1), leaf.clone()));
+                names.push(leaf);
+            }
+            edges.insert(m, ("root".to_string(), format!("M{}", m + 1)));
+        }
+        let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let e: Vec<(&str, &str)> = edges
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let mut t = Self::from_edges(&format!("bier{}", mid * leaves), &refs, &e);
+        t.replication = Replication::Bier;
+        t
+    }
+
     /// A random tree of `n` nodes with fan-out at most `fanout` and depth at most `max_depth`.
     pub fn random(
         seed: u64,
@@ -210,11 +235,13 @@ impl Topology {
             "topology {}: needs at least two nodes",
             self.name
         );
+        // Lab interface IDs are (position + 1) × 100 + branch: they must fit in 16 bits.
         ensure!(
-            self.nodes.len() <= 64,
-            "topology {}: at most 64 nodes",
+            self.nodes.len() <= 600,
+            "topology {}: at most 600 nodes",
             self.name
         );
+
         let mut ids = BTreeMap::new();
         for n in &self.nodes {
             ensure!(
@@ -390,7 +417,7 @@ impl Topology {
             "[node]\nname = \"{}\"\nnode_id = {}\nforwarding = \"route\"\n\n",
             n.name, n.id
         );
-        let base = n.id as u64 * 100;
+        let base = (i as u64 + 1) * 100;
         let _ = write!(s, "[[port]]\nname = \"up\"\nif_id = {base}\n\n");
         let mut port_names = Vec::new();
         for (k, &l) in kids.iter().enumerate() {

@@ -109,35 +109,54 @@ pub struct HopFacts {
 const ONES: u32 = u32::MAX;
 
 /// Write this node's data for `trace_type` into `slot` (exactly `slot_units · 4` octets), in
-/// trace-type bit order (RFC 9197 §4.4.2).
+/// trace-type bit order (RFC 9197 §4.4.2). Straight-line: each field is computed only when its
+/// bit is set, and the common fields (bits 0–4) come first without a loop.
 pub fn write_slot(slot: &mut [u8], trace_type: u32, node: &NodeData, f: &HopFacts) {
+    let has = |bit: u8| trace_type & trace_bit::mask(bit) != 0;
     let mut at = 0;
-    let mut complement_at = None;
     let put = |slot: &mut [u8], at: &mut usize, v: u32| {
-        put32(slot, *at, v);
+        if let Some(w) = slot.get_mut(*at..*at + 4) {
+            w.copy_from_slice(&v.to_be_bytes());
+        }
         *at += 4;
     };
-    let mut bits = trace_type & 0xff_fffe;
-    while bits != 0 {
-        let bit = (bits.leading_zeros() - 8) as u8;
-        bits &= !trace_bit::mask(bit);
+    if has(trace_bit::HOP_LIM_NODE_ID) {
+        put(
+            slot,
+            &mut at,
+            (f.hop_limit as u32) << 24 | node.node_id & 0xff_ffff,
+        );
+    }
+    if has(trace_bit::IF_IDS) {
+        put(
+            slot,
+            &mut at,
+            (f.ingress_if as u32) << 16 | f.egress_if as u32,
+        );
+    }
+    if has(trace_bit::TS_SECONDS) || has(trace_bit::TS_FRACTION) {
+        let (secs, frac) = node.timestamp_format.words(f.rx_ns);
+        if has(trace_bit::TS_SECONDS) {
+            put(slot, &mut at, secs);
+        }
+        if has(trace_bit::TS_FRACTION) {
+            put(slot, &mut at, frac);
+        }
+    }
+    if has(trace_bit::TRANSIT_DELAY) {
+        let d = f.now_ns.saturating_sub(f.rx_ns);
+        put(slot, &mut at, if d > 0x7fff_ffff { ONES } else { d as u32 });
+    }
+    if trace_type & 0x07_fffe == 0 {
+        // Nothing past bit 4: the usual case.
+        return;
+    }
+    let mut complement_at = None;
+    for bit in trace_bit::NAMESPACE_DATA..=trace_bit::OPAQUE_STATE_SNAPSHOT {
+        if !has(bit) {
+            continue;
+        }
         match bit {
-            trace_bit::HOP_LIM_NODE_ID => put(
-                slot,
-                &mut at,
-                (f.hop_limit as u32) << 24 | node.node_id & 0xff_ffff,
-            ),
-            trace_bit::IF_IDS => put(
-                slot,
-                &mut at,
-                (f.ingress_if as u32) << 16 | f.egress_if as u32,
-            ),
-            trace_bit::TS_SECONDS => put(slot, &mut at, node.timestamp_format.words(f.rx_ns).0),
-            trace_bit::TS_FRACTION => put(slot, &mut at, node.timestamp_format.words(f.rx_ns).1),
-            trace_bit::TRANSIT_DELAY => {
-                let d = f.now_ns.saturating_sub(f.rx_ns);
-                put(slot, &mut at, if d > 0x7fff_ffff { ONES } else { d as u32 })
-            }
             trace_bit::NAMESPACE_DATA => put(slot, &mut at, node.namespace_data),
             trace_bit::QUEUE_DEPTH => put(slot, &mut at, f.queue_depth),
             trace_bit::CHECKSUM_COMPLEMENT => {
@@ -166,7 +185,10 @@ pub fn write_slot(slot: &mut [u8], trace_type: u32, node: &NodeData, f: &HopFact
                         ((s.len as u32 / 4) << 24) | s.schema_id & 0xff_ffff,
                     );
                     let n = s.len as usize & !3;
-                    slot[at..at + n].copy_from_slice(&s.data[..n]);
+                    let start = at;
+                    if let Some(d) = slot.get_mut(start..start + n) {
+                        d.copy_from_slice(&s.data[..n]);
+                    }
                     at += n;
                 }
                 // No schema: length 0 and the all-ones schema ID, as Linux writes.
@@ -177,7 +199,8 @@ pub fn write_slot(slot: &mut [u8], trace_type: u32, node: &NodeData, f: &HopFact
         }
     }
     if let Some(c) = complement_at {
-        fill_complement(&mut slot[..at], c);
+        let end = at.min(slot.len());
+        fill_complement(&mut slot[..end], c);
     }
 }
 
@@ -594,9 +617,42 @@ pub fn find_dex(bytes: &[u8], hbh: usize) -> crate::wire::Result<Option<TraceLoc
     find_ioam(bytes, hbh, crate::wire::ioam::option_type::DEX)
 }
 
-/// Find the IOAM option of IOAM Option-Type `want`.
+/// Find the IOAM option of IOAM Option-Type `want`, checking the whole header on the way:
+/// one pass over its options, which must all stay inside it.
 fn find_ioam(bytes: &[u8], hbh: usize, want: u8) -> crate::wire::Result<Option<TraceLocation>> {
-    let h = Ipv6ExtHeader::new_checked(&bytes[hbh..])?;
+    let h = Ipv6ExtHeader::new_unchecked(
+        bytes
+            .get(hbh..)
+            .ok_or(crate::wire::Error::Truncated(crate::wire::Layer::Ipv6Ext))?,
+    );
+    if bytes.len() < hbh + 2 {
+        return Err(crate::wire::Error::Truncated(crate::wire::Layer::Ipv6Ext));
+    }
+    if hbh + h.header_len() > bytes.len() {
+        return Err(crate::wire::Error::BadLength(crate::wire::Layer::Ipv6Ext));
+    }
+    // Fast path for the layout mtnode writes in a header of its own: PadN(0), the IOAM option,
+    // then nothing but one padding option to the end. Every octet is accounted for, so the
+    // header is valid without walking it.
+    let hdr = &bytes[hbh..hbh + h.header_len()];
+    if hdr.len() >= 8 && hdr[2] == option_type::PADN && hdr[3] == 0 {
+        let (kind, len, ioam_type) = (hdr[4], hdr[5] as usize, hdr[7]);
+        let end = 6 + len;
+        if matches!(kind, option_type::IOAM_CHG | option_type::IOAM)
+            && len >= 2
+            && end <= hdr.len()
+            && ioam_type <= crate::wire::ioam::option_type::DEX
+            && hdr.len() - end < 8
+            && is_our_padding(&hdr[end..])
+        {
+            return Ok((ioam_type == want).then_some(TraceLocation {
+                hbh,
+                option: 4,
+                option_len: end - 4,
+            }));
+        }
+    }
+    let mut found = None;
     for opt in h.options() {
         let opt = opt?;
         if let Ipv6OptionRepr::Ioam {
@@ -608,16 +664,16 @@ fn find_ioam(bytes: &[u8], hbh: usize, want: u8) -> crate::wire::Result<Option<T
             if ioam_type > crate::wire::ioam::option_type::DEX {
                 return Err(crate::wire::Error::UnknownIoamOption);
             }
-            if ioam_type == want {
-                return Ok(Some(TraceLocation {
+            if ioam_type == want && found.is_none() {
+                found = Some(TraceLocation {
                     hbh,
                     option: opt.offset,
                     option_len: opt.len(),
-                }));
+                });
             }
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// One node's entry in a received trace; a field is `None` when the trace type lacks it.

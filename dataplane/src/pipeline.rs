@@ -494,6 +494,16 @@ impl Pipeline {
                         };
                         self.counters.replicas += 1;
                         self.finish(&config, &mut copy, &plan, t);
+                        if copy.verdict == Verdict::Pending {
+                            // A BFER's own copy goes round the graph again from the end of the
+                            // batch, where it will be counted in as if it had arrived: take
+                            // that back now, so a packet is one arrival wherever its bit is.
+                            self.counters.packets_in = self.counters.packets_in.saturating_sub(1);
+                            self.counters.bytes_in = self
+                                .counters
+                                .bytes_in
+                                .saturating_sub(copy.frame.len() as u64);
+                        }
                         batch.push(copy);
                     }
                     self.finish(&config, &mut batch[i], &plan, 0);
@@ -607,10 +617,16 @@ impl Pipeline {
         Ok(Plan::single())
     }
 
+    #[inline]
     fn bump_egress(&self, rx: u16) -> Option<u16> {
-        (0..self.config.ports.len() as u16).find(|&i| i != rx)
+        match self.config.ports.len() {
+            // The usual bump in the wire: the other port.
+            2 => Some(u16::from(rx == 0)),
+            n => (0..n as u16).find(|&i| i != rx),
+        }
     }
 
+    #[inline]
     fn egress6(&self, rx: u16, dst: &[u8; 16]) -> Option<u16> {
         match self.config.forwarding {
             Forwarding::Bump => self.bump_egress(rx),
@@ -638,6 +654,7 @@ impl Pipeline {
     /// Fill the targets of a routed packet: the `(S,G)` route's OIL when there is one (after
     /// the RPF check, and only interfaces whose TTL threshold the packet passes), or the one
     /// unicast or bump egress. Returns how many.
+    #[inline]
     fn route_targets(
         &mut self,
         config: &NodeConfig,
@@ -647,9 +664,9 @@ impl Pipeline {
         hop_limit: u8,
         unicast: Option<u16>,
     ) -> Result<usize, DropReason> {
-        if config.forwarding == Forwarding::Route && dst[0] == 0xff
-            || dst[..12] == mcast::v4_mapped([0; 4])[..12] && (224..240).contains(&dst[12])
-        {
+        let multicast = dst[0] == 0xff
+            || dst[..12] == mcast::v4_mapped([0; 4])[..12] && (224..240).contains(&dst[12]);
+        if config.forwarding == Forwarding::Route && multicast && !config.pim.routes.is_empty() {
             match config.pim.lookup(src, dst, rx) {
                 Ok(route) => {
                     let mut n = 0;
@@ -723,6 +740,29 @@ impl Pipeline {
             Ipv4Packet::new_unchecked(&mut p.frame.bytes_mut()[l3..]).set_ttl(ttl - 1);
         }
         Ok(Plan::with(n, None))
+    }
+
+    /// What this node knows of a packet on arrival; the egress side is filled per copy.
+    #[inline]
+    fn ingress_facts<B: AsRef<[u8]>>(
+        &self,
+        config: &NodeConfig,
+        p: &Packet<B>,
+        hop_limit: u8,
+        now_ns: u64,
+    ) -> HopFacts {
+        let rx = config.ports.get(p.rx_port as usize);
+        HopFacts {
+            hop_limit,
+            ingress_if: rx.map_or(u16::MAX, |x| x.if_id),
+            egress_if: u16::MAX,
+            ingress_if_wide: rx.map_or(u32::MAX, |x| x.if_id_wide),
+            egress_if_wide: u32::MAX,
+            rx_ns: p.rx_ns,
+            now_ns,
+            queue_depth: 0,
+            buffer_occupancy: self.buffer_occupancy,
+        }
     }
 
     /// Export a postcard, counting it as lost when the ring is full.
@@ -852,7 +892,9 @@ impl Pipeline {
             .namespaces
             .iter()
             .enumerate()
-            .find(|(_, n)| n.id == ns_id && n.role != Role::Encap)
+            // A per-hop namespace exports hop postcards only: a trace claiming its ID is not
+            // its own, and passes untouched.
+            .find(|(_, n)| n.id == ns_id && n.role != Role::Encap && n.mode != TraceMode::PerHop)
         else {
             self.counters.passthrough += 1;
             return Ok(plan(None));
@@ -1189,18 +1231,7 @@ impl Pipeline {
             hop_limit -= 1;
             p.frame.bytes_mut()[l3 + 7] = hop_limit;
         }
-        let rx = config.ports.get(p.rx_port as usize);
-        let facts = HopFacts {
-            hop_limit,
-            ingress_if: rx.map_or(u16::MAX, |x| x.if_id),
-            egress_if: u16::MAX,
-            ingress_if_wide: rx.map_or(u32::MAX, |x| x.if_id_wide),
-            egress_if_wide: u32::MAX,
-            rx_ns: p.rx_ns,
-            now_ns,
-            queue_depth: 0,
-            buffer_occupancy: self.buffer_occupancy,
-        };
+        let facts = self.ingress_facts(config, p, hop_limit, now_ns);
         self.ioam(config, p, l3, index, targets, facts, sink)
     }
 
@@ -1266,18 +1297,7 @@ impl Pipeline {
             ..Plan::with(count, None)
         };
         if h.proto() == bier::proto::IPV6 && Ipv6Packet::new_checked(&bytes[inner..]).is_ok() {
-            let rx = config.ports.get(p.rx_port as usize);
-            let facts = HopFacts {
-                hop_limit: bytes[inner + 7],
-                ingress_if: rx.map_or(u16::MAX, |x| x.if_id),
-                egress_if: u16::MAX,
-                ingress_if_wide: rx.map_or(u32::MAX, |x| x.if_id_wide),
-                egress_if_wide: u32::MAX,
-                rx_ns: p.rx_ns,
-                now_ns,
-                queue_depth: 0,
-                buffer_occupancy: self.buffer_occupancy,
-            };
+            let facts = self.ingress_facts(config, p, bytes[inner + 7], now_ns);
             // Encap at the BFIR, transit at a BFR: a local copy meets its decapsulating role
             // when it comes back through the graph as IPv6, so a BFER does nothing here.
             let local_only = (0..count).all(|t| self.targets[t].local);
@@ -1392,11 +1412,10 @@ impl Pipeline {
             self.counters.passthrough += 1;
             return Ok(None);
         };
-        let Some((ns_index, ns)) = config
-            .namespaces
-            .iter()
-            .enumerate()
-            .find(|(_, n)| n.id == ns_id && n.role == Role::Transit)
+        let Some((ns_index, ns)) =
+            config.namespaces.iter().enumerate().find(|(_, n)| {
+                n.id == ns_id && n.role == Role::Transit && n.mode != TraceMode::PerHop
+            })
         else {
             self.counters.passthrough += 1;
             return Ok(None);

@@ -482,11 +482,7 @@ fn decap_strips_the_fixture_trace() {
     }
 }
 
-// Regressions: bugs these checks found, minimised by hand. The first three are fixed and pass.
-// An open one is `#[ignore]`d so that `cargo test` stays green, and fails under `--ignored`
-// until its fix; `harness::known` allows for exactly what it does meanwhile, so that the
-// properties above keep looking for new bugs. With the fix, drop the `#[ignore]` and the
-// matching `known` item.
+// Regressions: bugs these checks found, minimised by hand, all fixed; each test pins its fix.
 
 /// Ethernet and an IPv6 header to ff3e::8000:1 (hop limit 64, from 2001:db8:1::10) whose
 /// Payload Length and Next Header are the arguments, followed by `rest`.
@@ -574,15 +570,15 @@ fn regression_encap_decap_keeps_leading_padding() {
     assert!(changed.is_empty(), "{}", changed.concat());
 }
 
-/// Open: found deriving the counter identity `check_batch` asserts. `Pipeline::
+/// Fixed (the copy's arrival is taken back when it is appended): found deriving the counter
+/// identity `check_batch` asserts. `Pipeline::
 /// process_replicating` (dataplane/src/pipeline.rs:473–476) counts a BFER's own copy as an
 /// arrival, in `packets_in` and `bytes_in`, when it is not the packet's first copy. `finish`
 /// (:559–569) strips BIER off the own copy and leaves it `Pending`: copy 0 goes round again in
 /// place with `again` set (:502–505) and is not counted, but a later copy is appended to the
 /// batch (:496), and the loop reaches it with `again` clear and counts it (:473). So the
 /// counters depend on where the BIFT puts the node's own bit, and for a BFER `packets_in` no
-/// longer equals `packets_out + dropped − no_buffer − replicas`. `harness::known::
-/// bfer_copies_counted_as_arrivals` allows for exactly this meanwhile.
+/// longer equals `packets_out + dropped − no_buffer − replicas`.
 /// Input, through `bier-bfr` (BIFT 1, BSL 64: bit 1 → port 1, bit 2 its own, bit 3 → port 2):
 /// a 62-octet IPv6/UDP packet in BIER with BitString 0b111, so that the own copy is copy 1:
 /// `333380000001020000000001ab37 0000111050100000000600040000000000000007
@@ -590,7 +586,6 @@ fn regression_encap_decap_keeps_leading_padding() {
 /// 1388138900080000`. `packets_in` is 2 and `bytes_in` 144 (82 + 62) where 1 and 82 are due;
 /// with BitString 0b110 the own copy is copy 0, and they are.
 #[test]
-#[ignore = "open bug: pipeline.rs:473 counts a BFER's later own copy as an arrival"]
 fn regression_bfer_own_copy_is_not_an_arrival() {
     let b = harness::unhex(
         "333380000001020000000001ab37 0000111050100000000600040000000000000007
@@ -627,14 +622,17 @@ fn regression_bfer_own_copy_is_not_an_arrival() {
     );
 }
 
-/// Not a test: writes the seeds the fixtures alone do not give the `pipeline` and `wire_views`
-/// targets into `$SEED_OUT` (see fuzz/README.md, "Seeding"): every fixture frame in BIER
-/// (BitString 0b111) as a BFIR sends it, and every multicast fixture frame as the DEX
-/// encapsulating node sends it.
+/// Writes the seeds the fixtures alone do not give the `pipeline` and `wire_views` targets
+/// (see fuzz/README.md, "Seeding"): every fixture frame in BIER (BitString 0b111) as a BFIR
+/// sends it, and every multicast fixture frame as the DEX encapsulating node sends it. Into
+/// `$SEED_OUT` when set, else a scratch directory that is checked and removed.
 #[test]
-#[ignore = "writes fuzz seeds; run on demand with SEED_OUT set"]
 fn write_multicast_seeds() {
-    let out = Path::new(&std::env::var("SEED_OUT").expect("SEED_OUT")).to_path_buf();
+    let scratch = std::env::var_os("SEED_OUT").is_none();
+    let out = match std::env::var("SEED_OUT") {
+        Ok(dir) => Path::new(&dir).to_path_buf(),
+        Err(_) => std::env::temp_dir().join(format!("mtnode-seeds-{}", std::process::id())),
+    };
     std::fs::create_dir_all(&out).unwrap();
     let mut n = 0;
     for (name, packets) in fixtures() {
@@ -653,11 +651,19 @@ fn write_multicast_seeds() {
         }
     }
     assert!(n >= 90, "only {n} seeds");
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        n,
+        "one file per seed"
+    );
+    if scratch {
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 }
 
-/// Open, found by `cargo fuzz run pipeline` 23 s into the second campaign: "dex-decap: hop
-/// postcards are per-hop mode's, and only they" at fuzz/src/lib.rs:1067:5 at cd400d4
-/// (`check_postcard`).
+/// Fixed (a per-hop namespace now lets such a trace pass untouched); found by `cargo fuzz run
+/// pipeline` 23 s into the second campaign: "dex-decap: hop postcards are per-hop mode's, and
+/// only they" at fuzz/src/lib.rs:1067:5 at cd400d4 (`check_postcard`).
 /// A namespace in per-hop mode still takes a Pre-allocated Trace option carrying its
 /// Namespace-ID as its own: `Pipeline::ioam` looks the trace's namespace up by ID and role only
 /// (dataplane/src/pipeline.rs:855, no mode), so a per-hop decapsulating node records into the
@@ -666,14 +672,13 @@ fn write_multicast_seeds() {
 /// then gets a section postcard from a namespace that exports only hop postcards. Whether such a
 /// trace should pass untouched, count as malformed, or be taken as now is a design call; this
 /// test holds the pipeline to the harness's rule that a per-hop namespace exports hop
-/// postcards only. `harness::known::per_hop_namespace_takes_traces` allows for it meanwhile.
+/// postcards only.
 /// Input (minimised by hand from the fuzzer's): the fixtures' multicast UDP packet with a
 /// Hop-by-Hop header holding a trace of namespace 2, NodeLen 1, type 0x800000, no room:
 /// `33338000000102000000000186dd6000000000180040 20010db8000100000000000000000010
 /// ff3e0000000000000000000080000001 1101 0100 310a0000 0002 0800 80000000 1388138900080000`,
 /// to `dex-decap` and `bier-bfer` (both export an `EndSection` postcard for namespace 2).
 #[test]
-#[ignore = "open: a per-hop namespace takes a trace of its ID as its own (pipeline.rs:855)"]
 fn regression_per_hop_namespace_exports_no_trace_postcards() {
     use mtnode_dataplane::export::{PostcardKind, PostcardRing};
     let b = frame(

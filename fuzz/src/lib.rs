@@ -1004,16 +1004,12 @@ pub fn check_batch(
         n + c.replicas,
         "{name}: out + dropped − no_buffer = arrivals + replicas"
     );
-    let counted_again = known::bfer_copies_counted_as_arrivals(config, &batch[frames.len()..]);
     assert_eq!(
-        c.packets_in,
-        n + counted_again,
+        c.packets_in, n,
         "{name}: packets_in counts arrivals, not a BFER's own copy"
     );
-    if counted_again == 0 {
-        let bytes_in: usize = frames.iter().map(|b| b.len()).sum();
-        assert_eq!(c.bytes_in, bytes_in as u64, "{name}: bytes_in");
-    }
+    let bytes_in: usize = frames.iter().map(|b| b.len()).sum();
+    assert_eq!(c.bytes_in, bytes_in as u64, "{name}: bytes_in");
     let per_hop = config
         .namespaces
         .iter()
@@ -1064,13 +1060,11 @@ fn check_postcard(config: &NodeConfig, card: &Postcard) {
         .iter()
         .find(|ns| ns.id == card.namespace_id && ns.node.node_id == card.node_id)
         .unwrap_or_else(|| panic!("{name}: postcard from no namespace of the node: {card:?}"));
-    if !known::per_hop_namespace_takes_traces(ns, card) {
-        assert_eq!(
-            card.kind == PostcardKind::Hop,
-            ns.mode == TraceMode::PerHop,
-            "{name}: hop postcards are per-hop mode's, and only they"
-        );
-    }
+    assert_eq!(
+        card.kind == PostcardKind::Hop,
+        ns.mode == TraceMode::PerHop,
+        "{name}: hop postcards are per-hop mode's, and only they"
+    );
     assert_eq!(
         (card.epoch, card.observation_ns),
         (EPOCH, RX_NS + 1_000),
@@ -1687,45 +1681,4 @@ pub fn unhex(s: &str) -> Vec<u8> {
         .chunks(2)
         .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
         .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Known bugs
-
-/// Bugs these checks found, reported and not yet fixed in `dataplane/src`. Each has a
-/// regression test in `dataplane/tests/mutate.rs`, ignored until the fix (run it with
-/// `--ignored`). Meanwhile the checks above allow for exactly what the bug does, and nothing
-/// more, so that fuzzing and the property tests keep finding new bugs instead of the same one.
-/// Delete the item and its caller together with the fix.
-pub mod known {
-    use super::*;
-
-    /// `Pipeline::process_replicating` (dataplane/src/pipeline.rs:473–476) counts a BFER's own
-    /// copy in `packets_in` and `bytes_in` when it is not the packet's first copy. `finish`
-    /// leaves the own copy `Pending` to go round the graph again; copy 0 does so in place,
-    /// with `again` set, uncounted, but a later copy is appended to the batch, and the loop
-    /// meets it with `again` clear, as an arrival. So `packets_in` depends on where the BIFT
-    /// puts the node's own bit. Returns how many appended copies are such own copies: on a
-    /// node with a BIFT and no PIM route, those that are no longer BIER frames.
-    pub fn bfer_copies_counted_as_arrivals(
-        config: &NodeConfig,
-        appended: &[Packet<Vec<u8>>],
-    ) -> u64 {
-        if config.bifts.is_empty() {
-            return 0;
-        }
-        assert!(config.pim.routes.is_empty());
-        appended
-            .iter()
-            .filter(|p| !is_bier(p.frame.bytes()))
-            .count() as u64
-    }
-
-    /// `Pipeline::ioam` (dataplane/src/pipeline.rs:855) looks a Pre-allocated Trace's
-    /// namespace up by ID and role, not mode, so a per-hop namespace takes a trace carrying
-    /// its ID as its own: a decapsulating node exports an `EndSection` postcard for it, under a
-    /// namespace that should export hop postcards only. True for exactly such a postcard.
-    pub fn per_hop_namespace_takes_traces(ns: &Namespace, card: &Postcard) -> bool {
-        ns.mode == TraceMode::PerHop && card.kind != PostcardKind::Hop
-    }
 }

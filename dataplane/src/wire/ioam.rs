@@ -54,12 +54,10 @@ pub const fn bit_units(bit: u8) -> u8 {
     }
 }
 
-/// The NodeLen a trace type implies (RFC 9197 §4.4.1).
+/// The NodeLen a trace type implies (RFC 9197 §4.4.1): one unit per bit 0–21, one more for
+/// each of the wide bits 8–10. Two popcounts: it runs for every traced packet.
 pub fn node_len_for(trace_type: u32) -> u8 {
-    (0..24u8)
-        .filter(|&b| trace_type & trace_bit::mask(b) != 0)
-        .map(bit_units)
-        .sum()
+    ((trace_type & 0xff_fffc).count_ones() + (trace_type & 0x00_e000).count_ones()) as u8
 }
 
 /// Trace header length: Namespace-ID, NodeLen, Flags, RemainingLen, Trace-Type, Reserved.

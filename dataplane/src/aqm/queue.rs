@@ -173,15 +173,7 @@ mod tests {
     /// sends at `rate` packets per ms, adds one packet per 40 ms RTT per RTT (0.025/40 per ms), and halves on a mark or drop at most
     /// once per 40 ms (an RTT), as an AIMD transport does. Returns the counters after `secs`.
     fn closed_loop(aqm: Aqm, ecn: u8, secs: u64) -> QueueCounters {
-        let mut q = EgressQueue::new(
-            QueueLimits {
-                packets: 1000,
-                bytes: 1_000_000,
-            },
-            aqm,
-            Some(TokenBucket::new(8_000_000, 1000, 0)),
-            7,
-        );
+        let mut q = shaped(aqm);
         let (mut rate, mut credit, mut last_cut) = (0.9f64, 0.0f64, 0u64);
         for ms in 0..secs * 1000 {
             let now = ms * 1_000_000;
@@ -212,10 +204,9 @@ mod tests {
         q.counters
     }
 
-    /// Bursts of 40 back-to-back packets every 50 ms (80 % load): a standing queue that comes
-    /// and goes, as a video source makes.
-    fn bursts(aqm: Aqm, ecn: u8, secs: u64) -> QueueCounters {
-        let mut q = EgressQueue::new(
+    /// A 1000-packet queue shaped to 8 Mb/s: one 1000-octet packet per ms.
+    fn shaped(aqm: Aqm) -> EgressQueue<Vec<u8>> {
+        EgressQueue::new(
             QueueLimits {
                 packets: 1000,
                 bytes: 1_000_000,
@@ -223,7 +214,13 @@ mod tests {
             aqm,
             Some(TokenBucket::new(8_000_000, 1000, 0)),
             7,
-        );
+        )
+    }
+
+    /// Bursts of 40 back-to-back packets every 50 ms (80 % load): a standing queue that comes
+    /// and goes, as a video source makes.
+    fn bursts(aqm: Aqm, ecn: u8, secs: u64) -> QueueCounters {
+        let mut q = shaped(aqm);
         let mut now = 0;
         while now < secs * 1_000_000_000 {
             if now % 50_000_000 == 0 {
@@ -239,15 +236,7 @@ mod tests {
 
     /// Offer an unresponsive stream, one packet every `gap` ns, for `secs` seconds.
     fn open_loop(aqm: Aqm, ecn: u8, secs: u64, gap: u64) -> QueueCounters {
-        let mut q = EgressQueue::new(
-            QueueLimits {
-                packets: 1000,
-                bytes: 1_000_000,
-            },
-            aqm,
-            Some(TokenBucket::new(8_000_000, 1000, 0)),
-            7,
-        );
+        let mut q = shaped(aqm);
         let mut now = 0;
         while now < secs * 1_000_000_000 {
             let _ = q.enqueue(now, frame(ecn));

@@ -1462,7 +1462,14 @@ fn upper_layer(bytes: &[u8], l3: usize, mut nh: u8) -> Option<(usize, u8)> {
 }
 
 /// The UDP destination port, walking Hop-by-Hop and Destination Options headers.
+#[inline]
 fn udp_dst_port(bytes: &[u8], l3: usize, nh: u8) -> Option<u16> {
+    if nh == ipv6::next_header::UDP {
+        // No extension headers: the common case, without the walk.
+        let at = l3 + ipv6::HEADER_LEN;
+        let b = bytes.get(at + 2..at + 4)?;
+        return Some(u16::from_be_bytes([b[0], b[1]]));
+    }
     match upper_layer(bytes, l3, nh)? {
         (at, ipv6::next_header::UDP) => {
             let b = bytes.get(at + 2..at + 4)?;

@@ -12,4 +12,5 @@ pub mod io;
 pub mod ioam;
 pub mod mcast;
 pub mod pipeline;
+pub mod snapshot;
 pub mod wire;

@@ -59,6 +59,35 @@ struct FileConfig {
     #[serde(default)]
     bift: Vec<BiftSection>,
     export: Option<Spanned<ExportSection>>,
+    api: Option<Spanned<ApiSection>>,
+}
+
+/// `[api]`: where the control API listens and the file holding its bearer token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+}
+
+/// The control API's settings (`[api]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Loopback by default (127.0.0.1:8686).
+    pub listen: SocketAddr,
+    /// Relative paths are relative to the config file's directory.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// The API's default listen address.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8686";
+
+/// Everything one configuration file says: the node, its export and its control API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub node: NodeConfig,
+    pub export: Option<Export>,
+    pub api: Option<ApiConfig>,
 }
 
 /// `[export]`: where postcards go as IPFIX (docs/ipfix.md).
@@ -369,6 +398,28 @@ pub fn parse_with_export(
     file: &str,
     src: &str,
 ) -> Result<(NodeConfig, Option<Export>), ConfigError> {
+    parse_all(file, src).map(|l| (l.node, l.export))
+}
+
+/// Read and validate a configuration file, every section of it.
+pub fn load_all(path: &Path) -> Result<Loaded, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        line: 0,
+        field: "-".into(),
+        reason: e.to_string(),
+    })?;
+    let mut loaded = parse_all(&path.display().to_string(), &src)?;
+    if let Some(t) = loaded.api.as_mut().and_then(|a| a.token_file.as_mut()) {
+        if t.is_relative() {
+            *t = path.parent().unwrap_or(Path::new(".")).join(&*t);
+        }
+    }
+    Ok(loaded)
+}
+
+/// Validate configuration text, every section of it; `file` names it in errors.
+pub fn parse_all(file: &str, src: &str) -> Result<Loaded, ConfigError> {
     let ctx = Ctx { file, src };
     let raw: FileConfig = toml::from_str(src).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -386,7 +437,43 @@ pub fn parse_with_export(
         Some(e) => Some(parse_export(&ctx, e)?),
         None => None,
     };
-    Ok((build(&ctx, raw)?, export))
+    let api = match &raw.api {
+        Some(a) => Some(parse_api(&ctx, a)?),
+        None => None,
+    };
+    Ok(Loaded {
+        node: build(&ctx, raw)?,
+        export,
+        api,
+    })
+}
+
+fn parse_api(ctx: &Ctx<'_>, a: &Spanned<ApiSection>) -> Result<ApiConfig, ConfigError> {
+    let section = a.get_ref();
+    let listen = match &section.listen {
+        Some(l) => match l.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                return ctx.err(
+                    l.span(),
+                    "api.listen",
+                    format!(
+                        "`{}` is not an address:port (e.g. 127.0.0.1:8686)",
+                        l.get_ref()
+                    ),
+                )
+            }
+        },
+        None => DEFAULT_API_LISTEN.parse().expect("a literal address"),
+    };
+    let token_file = match &section.token_file {
+        Some(t) if t.get_ref().is_empty() => {
+            return ctx.err(t.span(), "api.token_file", "name a file")
+        }
+        Some(t) => Some(std::path::PathBuf::from(t.get_ref())),
+        None => None,
+    };
+    Ok(ApiConfig { listen, token_file })
 }
 
 fn parse_export(ctx: &Ctx<'_>, e: &Spanned<ExportSection>) -> Result<Export, ConfigError> {

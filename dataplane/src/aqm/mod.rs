@@ -109,6 +109,37 @@ impl QueueConfig {
             .map(|(rate, burst)| TokenBucket::new(rate, burst, now));
         EgressQueue::new(self.limits, aqm, shaper, seed)
     }
+
+    /// Give a running queue this configuration, between batches: the frames in it stay; the AQM
+    /// starts from its initial state when its kind or parameters changed, the shaper's bucket
+    /// refills. The ring grows (once) when the new packet limit is above its capacity; frames
+    /// beyond a lowered limit leave by dequeue as usual.
+    pub fn apply_to<B: AsRef<[u8]> + AsMut<[u8]>>(&self, q: &mut EgressQueue<B>, now: Nanos) {
+        let fresh: EgressQueue<B> = self.build(now, 1);
+        q.limits = self.limits;
+        q.reserve(self.limits.packets);
+        if !same_aqm(&q.aqm, &self.aqm) {
+            q.aqm = fresh.aqm;
+        }
+        let same_shaper = match (&q.shaper, self.shaper) {
+            (Some(b), Some((rate, burst))) => b.rate_bps == rate && b.burst == burst,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_shaper {
+            q.shaper = fresh.shaper;
+        }
+    }
+}
+
+/// Whether a running AQM already has these parameters.
+fn same_aqm(running: &Aqm, cfg: &AqmConfig) -> bool {
+    match (running, cfg) {
+        (Aqm::None, AqmConfig::None) => true,
+        (Aqm::Pie(p), AqmConfig::Pie(c)) => p.params == *c,
+        (Aqm::Red(r), AqmConfig::Red(c)) => r.params == *c,
+        _ => false,
+    }
 }
 
 /// A small, fast, deterministic PRNG (xorshift64*) for AQM draws: the data path must not lock a

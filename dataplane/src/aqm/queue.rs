@@ -74,6 +74,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> EgressQueue<B> {
         }
     }
 
+    /// Room for `packets` frames without growing later.
+    pub(super) fn reserve(&mut self, packets: usize) {
+        self.ring.reserve(packets.saturating_sub(self.ring.len()));
+    }
+
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.ring.len()
@@ -325,5 +330,56 @@ mod tests {
         let head = q.dequeue(5).unwrap();
         assert_eq!((head.enqueued_at, head.depth_at_enqueue), (0, 0));
         assert_eq!(q.dequeue(5).unwrap().depth_at_enqueue, 1);
+    }
+
+    #[test]
+    fn a_new_config_keeps_queued_frames_and_resets_only_what_changed() {
+        use crate::aqm::{AqmConfig, QueueConfig};
+        let pie_cfg = |target_ms: u64| QueueConfig {
+            limits: QueueLimits {
+                packets: 1000,
+                bytes: 1_000_000,
+            },
+            shaper: Some((8_000_000, 1000)),
+            aqm: AqmConfig::Pie(PieParams {
+                target: target_ms * 1_000_000,
+                ecn: true,
+                ..PieParams::default()
+            }),
+        };
+        let mut q: EgressQueue<Vec<u8>> = pie_cfg(15).build(0, 7);
+        for _ in 0..3 {
+            q.enqueue(0, frame(1)).unwrap();
+        }
+        if let Aqm::Pie(p) = &mut q.aqm {
+            p.set_state(0.25, 0, 0, 0);
+        }
+        // Same parameters: the AQM's state survives.
+        pie_cfg(15).apply_to(&mut q, 1);
+        assert!(matches!(&q.aqm, Aqm::Pie(p) if p.drop_prob() == 0.25));
+        // A new target: a fresh PIE with it; the frames are still there, in order.
+        pie_cfg(5).apply_to(&mut q, 2);
+        assert!(
+            matches!(&q.aqm, Aqm::Pie(p) if p.drop_prob() == 0.0 && p.params.target == 5_000_000)
+        );
+        assert_eq!(q.len(), 3);
+        // RED with a bigger limit, no shaper.
+        let red = QueueConfig {
+            limits: QueueLimits {
+                packets: 5000,
+                bytes: 5_000_000,
+            },
+            shaper: None,
+            aqm: AqmConfig::Red(RedParams::default()),
+        };
+        red.apply_to(&mut q, 3);
+        assert!(matches!(q.aqm, Aqm::Red(_)));
+        assert!(q.shaper.is_none());
+        assert_eq!(q.limits.packets, 5000);
+        let mut n = 0;
+        while q.dequeue(4).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
     }
 }

@@ -4,7 +4,8 @@
 //! in-process collector that rebuilds the tree, which the report sets beside the configured
 //! one with per-edge delay and loss and the telemetry bytes each mode spent.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
@@ -14,11 +15,13 @@ use mtnode_dataplane::io::mem::{InFlight, MemLink};
 use mtnode_dataplane::io::{Buf, BufPool, MAX_FRAME};
 use mtnode_dataplane::ioam::{patch_egress, EgressFacts, HopRecord};
 use mtnode_dataplane::pipeline::{Packet, Pipeline, Sink, TraceEvent, Verdict};
+use mtnode_dataplane::snapshot::{ConfigCell, ConfigReader};
 use mtnode_dataplane::wire::{
     bier, ethernet, ipv6, BierRepr, EtherType, EthernetRepr, Ipv6Repr, UdpPacket, UdpRepr,
 };
 use serde_json::{json, Value};
 
+use crate::api::{self, ApiServer, NodeStats, QueueStats};
 use crate::topology::{Replication, Topology};
 use crate::{collector, ipfix, trace_json};
 
@@ -89,6 +92,45 @@ impl LabOptions {
             simulated_clock: false,
         }
     }
+}
+
+/// One lab node under the control API while the lab runs (`mtnode lab --api`).
+#[derive(Debug)]
+pub struct LabApi {
+    /// Bound by the caller (a test binds port 0 and reads the address).
+    pub listener: std::net::TcpListener,
+    pub token: String,
+    /// The node the API configures, by name.
+    pub node: String,
+    /// Set to stop the source early; the lab then drains and reports.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The API's view of the controlled lab node: its config cell, and its counters as of the
+/// lab's last round.
+#[derive(Debug)]
+struct LabHandle {
+    cell: Arc<ConfigCell>,
+    stats: Mutex<NodeStats>,
+}
+
+impl api::Node for LabHandle {
+    fn config_cell(&self) -> &Arc<ConfigCell> {
+        &self.cell
+    }
+
+    fn stats(&self) -> NodeStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// The controlled node's side of a [`LabApi`] while the lab runs.
+struct Controlled {
+    node: usize,
+    reader: ConfigReader,
+    handle: Arc<LabHandle>,
+    stop: Arc<AtomicBool>,
+    _server: ApiServer,
 }
 
 /// A source packet: IPv6 UDP from the SSM source to the group, sequence number first; inside a
@@ -206,6 +248,26 @@ struct LabNode {
 /// Run `topo` in `mode` ("trace", "per-section" or "per-hop", the last with the topology's
 /// branch encoding); returns the report object.
 pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
+    run_inner(topo, mode, opts, None).map(|(report, _)| report)
+}
+
+/// [`run`] with one node under the control API while traffic flows; also returns every postcard
+/// the collector got, for checks against what the API was told.
+pub fn run_with_api(
+    topo: &Topology,
+    mode: &str,
+    opts: &LabOptions,
+    api: LabApi,
+) -> Result<(Value, Vec<Postcard>)> {
+    run_inner(topo, mode, opts, Some(api))
+}
+
+fn run_inner(
+    topo: &Topology,
+    mode: &str,
+    opts: &LabOptions,
+    api: Option<LabApi>,
+) -> Result<(Value, Vec<Postcard>)> {
     ensure!(opts.packets > 0, "--packets must be at least 1");
     ensure!(
         ["trace", "per-section", "per-hop"].contains(&mode),
@@ -213,14 +275,43 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
     );
     let spaced;
     let switching = opts.switch_encoding_every.filter(|_| mode == "per-hop");
-    let topo = if mode == "per-hop" && (topo.branch_encoding == "sum" || switching.is_some()) {
+    // Node IDs a `sum` encoding can use, whenever the encoding may change.
+    let may_switch = switching.is_some() || api.is_some();
+    let topo = if mode == "per-hop" && (topo.branch_encoding == "sum" || may_switch) {
         spaced = topo.spaced_for_sum();
         &spaced
     } else {
         topo
     };
     topo.check()?;
-    let configs = topo.configs(mode)?;
+    let mut configs = topo.configs(mode)?;
+    let mut controlled = match api {
+        Some(api) => {
+            let node = topo
+                .nodes
+                .iter()
+                .position(|n| n.name == api.node)
+                .with_context(|| format!("--api-node: no node `{}` in {}", api.node, topo.name))?;
+            let doc = api::Doc::from_text(
+                &format!("lab node {}", api.node),
+                &topo.node_toml(node, mode),
+            )?;
+            configs[node] = doc.loaded.node.clone();
+            let cell = ConfigCell::new(doc.loaded.node.clone());
+            let handle = Arc::new(LabHandle {
+                cell: cell.clone(),
+                stats: Mutex::new(NodeStats::default()),
+            });
+            Some(Controlled {
+                node,
+                reader: cell.reader(),
+                handle: handle.clone(),
+                stop: api.stop,
+                _server: api::spawn(api.listener, handle, doc, api.token)?,
+            })
+        }
+        None => None,
+    };
     let mut clock = Clock::new(opts.simulated_clock);
     let start = clock.now();
     // links[0] is the source's into the root; links[1 + l] is topology link l.
@@ -305,22 +396,29 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
     let mut epoch = 0u32;
     let mut encodings_used = vec![topo.branch_encoding.clone()];
 
-    while sent < opts.packets
+    let mut limit = opts.packets;
+    while sent < limit
         || links.iter().any(|l| !l.is_empty())
         || nodes.iter().any(|n| n.queues.iter().any(|q| q.len() > 0))
     {
+        if controlled
+            .as_ref()
+            .is_some_and(|c| c.stop.load(Ordering::Relaxed))
+        {
+            limit = sent;
+        }
         let now = clock.now();
         let due = if rate > 0.0 {
             let frame_bits = ((14 + ipv6::HEADER_LEN + 8 + PAYLOAD) * 8) as f64;
-            (((now - start) as f64 * rate * 1e6 / 1e9 / frame_bits) as u32 + 1).min(opts.packets)
+            (((now - start) as f64 * rate * 1e6 / 1e9 / frame_bits) as u32 + 1).min(limit)
         } else {
-            (sent + BATCH as u32).min(opts.packets)
+            (sent + BATCH as u32).min(limit)
         };
         // A switch lands between the packets it separates.
         let due = switching.map_or(due, |k| due.min((sent / k + 1) * k));
         if let Some(k) = switching {
             // Between batches, as a worker picks up a new snapshot: every node at once.
-            if sent > 0 && sent / k > epoch && sent < opts.packets {
+            if sent > 0 && sent / k > epoch && sent < limit {
                 epoch = sent / k;
                 let mut next = topo.clone();
                 next.branch_encoding = ["explicit", "split", "sum"][epoch as usize % 3].to_string();
@@ -352,6 +450,19 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
         for &i in &order {
             let node = &mut nodes[i];
             let now = clock.now();
+            if let Some(c) = controlled.as_mut().filter(|c| c.node == i) {
+                // Between batches, as a worker does.
+                if let Some(cfg) = c.reader.poll() {
+                    for (q, port) in node.queues.iter_mut().zip(&cfg.ports) {
+                        if let Some(qc) = &port.queue {
+                            qc.apply_to(q, now);
+                        }
+                    }
+                    node.node_id = cfg.node_id;
+                    node.pipeline.set_config(cfg);
+                    c.reader.applied();
+                }
+            }
             while batch.len() < BATCH {
                 let Some(f) = links[node.in_link].recv(now) else {
                     break;
@@ -380,6 +491,20 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
             }
             while let Some(card) = node.ring.pop() {
                 postcards.push(card);
+            }
+            if let Some(c) = controlled.as_ref().filter(|c| c.node == i) {
+                if let Ok(mut st) = c.handle.stats.lock() {
+                    st.counters.clone_from(node.pipeline.counters());
+                    st.queues = node
+                        .queues
+                        .iter()
+                        .map(|q| QueueStats {
+                            depth: q.len(),
+                            counters: q.counters.clone(),
+                        })
+                        .collect();
+                    st.workers = 1;
+                }
             }
             for port in 0..node.queues.len() {
                 while let Some(e) = node.queues[port].dequeue(now) {
@@ -484,7 +609,7 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
             })
         })
         .collect();
-    Ok(json!({
+    let report = json!({
         "mode": mode,
         "branch_encoding": (mode == "per-hop").then_some(topo.branch_encoding.as_str()),
         "topology": topo.name,
@@ -505,7 +630,8 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions) -> Result<Value> {
         "encodings_used": encodings_used,
         "nodes": node_reports,
         "last_trace": sink.last,
-    }))
+    });
+    Ok((report, postcards))
 }
 
 /// This node's entry in a frame's trace (the newest, if it is ours).

@@ -7,8 +7,10 @@
 //! rings ([`exporter`]), and the collector that rebuilds the multicast tree ([`collector`]).
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod collector;
 pub mod config;
+pub mod ctl;
 pub mod exporter;
 pub mod ipfix;
 pub mod lab;

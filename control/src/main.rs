@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mtnode_control::{collector, config, ipfix, lab, replay, sim, topology};
+use mtnode_control::{api, collector, config, ctl, ipfix, lab, replay, sim, topology};
 
 /// mtnode: a multicast telemetry node (IOAM trace insert/transit/strip, postcards, AQM).
 #[derive(Debug, Parser)]
@@ -58,9 +58,33 @@ enum Command {
         /// Lose this fraction of packets on a link: FROM-TO:RATE.
         #[arg(long)]
         loss: Option<String>,
+        /// Serve the control API for one node (--api-node) on this address while the lab
+        /// runs (one mode, per-hop by default); `mtnode ctl` then reconfigures it live.
+        #[arg(long)]
+        api: Option<std::net::SocketAddr>,
+        /// The node the API configures, by name.
+        #[arg(long, requires = "api")]
+        api_node: Option<String>,
+        /// The API's bearer token, first line of this file.
+        #[arg(long, requires = "api")]
+        token_file: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Talk to a running node's control API.
+    Ctl {
+        /// The API's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8686")]
+        api: String,
+        /// The bearer token for set and reload, first line of this file.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        what: CtlCommand,
     },
     /// Run a node's pipeline over a pcap: per-port pcaps, traces.jsonl and stats.json.
     Replay {
@@ -114,6 +138,24 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// The running config (one FIELD, or all of it as FIELD = VALUE rows).
+    Get { field: Option<String> },
+    /// Change the running config: FIELD=VALUE ..., e.g. node.node_id=48
+    /// namespace[1].branch_encoding=split port[to-F].queue.target_ms=5 (one new epoch).
+    Set {
+        #[arg(required = true)]
+        settings: Vec<String>,
+    },
+    /// Counters, queues, latency and the running epoch.
+    Stats,
+    /// Re-read the node's config file.
+    Reload,
+    /// The Prometheus text of /metrics.
+    Metrics,
+}
+
+#[derive(Debug, Subcommand)]
 enum SimCommand {
     /// Responsive senders (and optional video) through one AQM-managed bottleneck.
     Aqm {
@@ -152,6 +194,13 @@ enum SimCommand {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MTNODE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -159,6 +208,42 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// What `mtnode ctl` prints for a successful reply.
+fn print_ctl(what: &CtlCommand, body: &serde_json::Value, json: bool) -> Result<()> {
+    let config = &body["config"];
+    match what {
+        CtlCommand::Metrics => print!("{}", body.as_str().unwrap_or("")),
+        CtlCommand::Get { field: Some(f) } => {
+            let v = ctl::lookup(config, f)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(v)?);
+            } else {
+                print!(
+                    "{}",
+                    ctl::table(&ctl::flatten(&serde_json::json!({ f.as_str(): v })))
+                );
+            }
+        }
+        _ if json => println!("{}", serde_json::to_string_pretty(body)?),
+        CtlCommand::Get { field: None } => {
+            println!("epoch {}", body["epoch"]);
+            print!("{}", ctl::table(&ctl::flatten(config)));
+        }
+        CtlCommand::Set { .. } | CtlCommand::Reload => println!(
+            "epoch {}: {} ({} µs)",
+            body["epoch"],
+            if body["applied"] == true {
+                "active on every worker"
+            } else {
+                "published, not yet active on every worker"
+            },
+            body["apply_us"]
+        ),
+        CtlCommand::Stats => print!("{}", ctl::table(&ctl::flatten(body))),
+    }
+    Ok(())
 }
 
 /// A built-in topology name or a topology file.
@@ -257,6 +342,9 @@ fn run(cli: Cli) -> Result<()> {
             aqm,
             queue_limit,
             loss,
+            api,
+            api_node,
+            token_file,
             json,
         } => {
             let mut topo = load_topology(&topology)?;
@@ -292,14 +380,28 @@ fn run(cli: Cli) -> Result<()> {
                 switch_encoding_every: None,
                 simulated_clock: false,
             };
-            let modes: Vec<&str> = match mode.as_deref() {
-                Some(m) => vec![m],
-                None => vec!["trace", "per-section", "per-hop"],
+            let reports = if let Some(addr) = api {
+                let node = api_node.context("--api needs --api-node NAME")?;
+                let token_file = token_file.context("--api needs --token-file FILE")?;
+                let lab_api = lab::LabApi {
+                    listener: std::net::TcpListener::bind(addr)
+                        .with_context(|| format!("--api {addr}"))?,
+                    token: api::read_token(&token_file)?,
+                    node,
+                    stop: Default::default(),
+                };
+                let mode = mode.as_deref().unwrap_or("per-hop");
+                vec![lab::run_with_api(&topo, mode, &opts, lab_api)?.0]
+            } else {
+                let modes: Vec<&str> = match mode.as_deref() {
+                    Some(m) => vec![m],
+                    None => vec!["trace", "per-section", "per-hop"],
+                };
+                modes
+                    .iter()
+                    .map(|m| lab::run(&topo, m, &opts))
+                    .collect::<Result<Vec<_>>>()?
             };
-            let reports = modes
-                .iter()
-                .map(|m| lab::run(&topo, m, &opts))
-                .collect::<Result<Vec<_>>>()?;
             if json {
                 let v = if reports.len() == 1 {
                     reports[0].clone()
@@ -312,6 +414,31 @@ fn run(cli: Cli) -> Result<()> {
                     print!("{}", lab::render(r));
                 }
             }
+        }
+        Command::Ctl {
+            api,
+            token_file,
+            json,
+            what,
+        } => {
+            let token = token_file.as_deref().map(api::read_token).transpose()?;
+            let client = ctl::Client::new(&api, token);
+            let reply = match &what {
+                CtlCommand::Get { .. } => client.get("/v1/config")?,
+                CtlCommand::Set { settings } => client.patch(&ctl::patch_from(settings)?)?,
+                CtlCommand::Stats => client.get("/v1/stats")?,
+                CtlCommand::Reload => client.send("POST", "/v1/reload", None)?,
+                CtlCommand::Metrics => client.get("/metrics")?,
+            };
+            if reply.status != 200 {
+                anyhow::bail!(
+                    "{api}: {} {}: field `{}`",
+                    reply.status,
+                    reply.body["error"].as_str().unwrap_or("?"),
+                    reply.body["field"].as_str().unwrap_or("-")
+                );
+            }
+            print_ctl(&what, &reply.body, json)?;
         }
         Command::Replay {
             config,

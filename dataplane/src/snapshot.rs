@@ -90,7 +90,7 @@ impl ConfigCell {
             if Instant::now() >= deadline {
                 return false;
             }
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_micros(10));
         }
     }
 

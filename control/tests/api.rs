@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mtnode_control::api::{self, Doc, Node, NodeStats};
+use mtnode_control::api::{self, Doc, Latency, Node, NodeStats, QueueStats};
 use mtnode_control::ctl::Client;
 use mtnode_control::lab::{self, LabApi, LabOptions};
 use mtnode_control::topology::Topology;
+use mtnode_dataplane::aqm::QueueCounters;
 use mtnode_dataplane::export::PostcardKind;
+use mtnode_dataplane::pipeline::DropReason;
 use mtnode_dataplane::snapshot::ConfigCell;
+use mtnode_dataplane::wire::Error as WireError;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "test-token-7";
@@ -141,9 +144,10 @@ fn switching_encoding_and_node_id_under_traffic_loses_nothing() {
     assert_eq!(checked as u64, 3 * sent);
 }
 
-/// A node with no workers: every change is active as soon as it is published.
+/// A node with no workers (every change is active as soon as it is published) and fixed stats.
 struct Idle {
     cell: Arc<ConfigCell>,
+    stats: NodeStats,
 }
 
 impl Node for Idle {
@@ -151,8 +155,45 @@ impl Node for Idle {
         &self.cell
     }
     fn stats(&self) -> NodeStats {
-        NodeStats::default()
+        self.stats.clone()
     }
+}
+
+/// Counters with a distinct number in each family the metrics show.
+fn some_stats() -> NodeStats {
+    let mut s = NodeStats::default();
+    let c = &mut s.counters;
+    (
+        c.packets_in,
+        c.packets_out,
+        c.bytes_in,
+        c.transit,
+        c.replicas,
+    ) = (1000, 1990, 512_000, 999, 995);
+    c.dropped[DropReason::NoRoute as usize] = 7;
+    c.malformed[WireError::ALL[0].index()] = 3;
+    (c.postcards_exported, c.postcards_lost) = (990, 9);
+    c.tx_by_port[1] = 1990;
+    let mut q = QueueCounters::default();
+    q.marked[1] = 42;
+    q.early_drops[0] = 5;
+    s.queues = vec![
+        QueueStats::default(),
+        QueueStats {
+            depth: 17,
+            counters: q,
+        },
+    ];
+    s.latency = Some(Latency {
+        count: 1000,
+        p50_ns: 2_000,
+        p90_ns: 5_000,
+        p99_ns: 40_000,
+        max_ns: 90_000,
+        mean_ns: 3_000.0,
+    });
+    s.workers = 2;
+    s
 }
 
 /// A transit node with every kind of setting: PIM, BIER, a PIE queue, a per-hop namespace.
@@ -206,13 +247,11 @@ fn serve_full(dir: &std::path::Path) -> (api::ApiServer, Arc<ConfigCell>, String
     std::fs::write(&file, FULL).unwrap();
     let doc = Doc::from_file(&file).unwrap();
     let cell = ConfigCell::new(doc.loaded.node.clone());
-    let server = api::spawn(
-        loopback(),
-        Arc::new(Idle { cell: cell.clone() }),
-        doc,
-        TOKEN.into(),
-    )
-    .unwrap();
+    let node = Arc::new(Idle {
+        cell: cell.clone(),
+        stats: some_stats(),
+    });
+    let server = api::spawn(loopback(), node, doc, TOKEN.into()).unwrap();
     let base = format!("http://{}", server.addr);
     (server, cell, base)
 }
@@ -574,5 +613,97 @@ fn ctl_round_trips_every_setting() {
         out.contains(&format!("mtnode_config_epoch {}\n", settings.len())),
         "{out}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `/metrics` parses in the Prometheus project's own Python client, and every sample has the
+/// value the node reported.
+#[test]
+fn metrics_parse_in_prometheus_client_with_the_node_numbers() {
+    let dir = scratch("metrics");
+    let (_server, _cell, base) = serve_full(&dir);
+    let c = Client::new(&base, Some(TOKEN.into()));
+    assert_eq!(
+        c.patch(&json!({"node": {"node_id": 64}})).unwrap().status,
+        200
+    );
+    let text = c.get("/metrics").unwrap().body;
+    let text = text.as_str().expect("metrics are text");
+    // Strict parse: families, types and samples as Prometheus reads them.
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        key = s.name + "".join("|%s=%s" % kv for kv in sorted(s.labels.items()))
+        out[key] = [fam.type, s.value]
+print(json.dumps(out))
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (scripts/setup installs python3-prometheus-client)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the text (run scripts/setup): {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: BTreeMap<String, (String, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+    let want: &[(&str, &str, f64)] = &[
+        ("mtnode_packets_in_total", "counter", 1000.0),
+        ("mtnode_packets_out_total", "counter", 1990.0),
+        ("mtnode_bytes_in_total", "counter", 512_000.0),
+        ("mtnode_ioam_packets_total|role=transit", "counter", 999.0),
+        ("mtnode_replicas_total", "counter", 995.0),
+        ("mtnode_dropped_total|reason=no_route", "counter", 7.0),
+        ("mtnode_dropped_total|reason=rpf_fail", "counter", 0.0),
+        (
+            &format!(
+                "mtnode_malformed_total|reason={}",
+                WireError::ALL[0].reason()
+            ),
+            "counter",
+            3.0,
+        ),
+        ("mtnode_tx_packets_total|port=down", "counter", 1990.0),
+        ("mtnode_queue_depth_packets|port=down", "gauge", 17.0),
+        ("mtnode_ecn_marked_total|port=down", "counter", 42.0),
+        (
+            "mtnode_queue_drops_total|cause=aqm|port=down",
+            "counter",
+            5.0,
+        ),
+        ("mtnode_postcards_exported_total", "counter", 990.0),
+        ("mtnode_postcards_lost_total", "counter", 9.0),
+        ("mtnode_config_epoch", "gauge", 1.0),
+        ("mtnode_workers", "gauge", 2.0),
+        (
+            "mtnode_forward_latency_seconds|quantile=0.99",
+            "summary",
+            40e-6,
+        ),
+        ("mtnode_forward_latency_seconds_count", "summary", 1000.0),
+        ("mtnode_forward_latency_seconds_sum", "summary", 3e-3),
+        ("mtnode_config_apply_seconds_count", "summary", 1.0),
+    ];
+    for (key, kind, value) in want {
+        let got = parsed
+            .get(*key)
+            .unwrap_or_else(|| panic!("no sample {key} in\n{text}"));
+        assert_eq!(got.0, *kind, "{key}");
+        assert!((got.1 - value).abs() < 1e-12, "{key}: {} != {value}", got.1);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1310,6 +1310,24 @@ dst = "ff00::/8"
     }
 
     #[test]
+    fn api_section() {
+        let with = |api: &str| format!("{GOOD}\n[api]\n{api}\n");
+        let l = parse_all("a.toml", &with("token_file = \"api.token\"")).unwrap();
+        let api = l.api.unwrap();
+        assert_eq!(api.listen.to_string(), DEFAULT_API_LISTEN);
+        assert_eq!(api.token_file.unwrap().to_str(), Some("api.token"));
+        assert_eq!(parse_all("a.toml", GOOD).unwrap().api, None);
+
+        let e = parse_all("a.toml", &with("listen = \"localhost\"")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (33, "api.listen"));
+        let e = parse_all("a.toml", &with("token_file = \"\"")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (33, "api.token_file"));
+        let e = parse_all("a.toml", &with("port = 1")).unwrap_err();
+        assert_eq!(e.line, 33);
+        assert!(e.reason.contains("unknown field"), "{e}");
+    }
+
+    #[test]
     fn port_queues() {
         let src = GOOD.replacen(
             "if_id = 11\n",

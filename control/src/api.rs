@@ -133,8 +133,8 @@ pub struct Doc {
 impl Doc {
     /// Read and validate a configuration file.
     pub fn from_file(path: &std::path::Path) -> Result<Doc, ConfigError> {
-        let loaded = config::load_all(path)?;
-        let text = std::fs::read_to_string(path).map_err(|e| live_error("-", &e.to_string()))?;
+        let text = config::read(path)?;
+        let loaded = config::load_text(path, &text)?;
         let table = text
             .parse::<toml::Table>()
             .map_err(|e| live_error("-", e.message()))?;

@@ -366,26 +366,24 @@ impl Ctx<'_> {
     }
 }
 
-/// Read and validate a configuration file.
-pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+/// A configuration file's text; a read error names the file.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.display().to_string(),
         line: 0,
         field: "-".into(),
         reason: e.to_string(),
-    })?;
-    parse(&path.display().to_string(), &src)
+    })
+}
+
+/// Read and validate a configuration file.
+pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+    load_all(path).map(|l| l.node)
 }
 
 /// Read and validate a configuration file, with its `[export]` section.
 pub fn load_with_export(path: &Path) -> Result<(NodeConfig, Option<Export>), ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.display().to_string(),
-        line: 0,
-        field: "-".into(),
-        reason: e.to_string(),
-    })?;
-    parse_with_export(&path.display().to_string(), &src)
+    load_all(path).map(|l| (l.node, l.export))
 }
 
 /// Validate configuration text; `file` names it in errors.
@@ -403,13 +401,13 @@ pub fn parse_with_export(
 
 /// Read and validate a configuration file, every section of it.
 pub fn load_all(path: &Path) -> Result<Loaded, ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.display().to_string(),
-        line: 0,
-        field: "-".into(),
-        reason: e.to_string(),
-    })?;
-    let mut loaded = parse_all(&path.display().to_string(), &src)?;
+    load_text(path, &read(path)?)
+}
+
+/// Validate the text read from `path`: errors name the file, and relative paths in it are
+/// relative to its directory.
+pub fn load_text(path: &Path, src: &str) -> Result<Loaded, ConfigError> {
+    let mut loaded = parse_all(&path.display().to_string(), src)?;
     if let Some(t) = loaded.api.as_mut().and_then(|a| a.token_file.as_mut()) {
         if t.is_relative() {
             *t = path.parent().unwrap_or(Path::new(".")).join(&*t);

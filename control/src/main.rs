@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mtnode_control::{collector, config, ipfix, lab, replay, sim, topology};
+use mtnode_control::{collector, config, ipfix, lab, replay, run as live, sim, topology};
 
 /// mtnode: a multicast telemetry node (IOAM trace insert/transit/strip, postcards, AQM).
 #[derive(Debug, Parser)]
@@ -84,6 +84,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the node live on AF_XDP ports (root): until SIGINT/SIGTERM, then print final stats.
+    Run(live::RunArgs),
     /// Collect IPFIX postcards over UDP and rebuild the multicast tree from them.
     Collect {
         /// UDP address to listen on, e.g. 0.0.0.0:4739 or [::]:4739.
@@ -311,6 +313,14 @@ fn run(cli: Cli) -> Result<()> {
                 for r in &reports {
                     print!("{}", lab::render(r));
                 }
+            }
+        }
+        Command::Run(args) => {
+            let report = live::run(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", live::render(&report));
             }
         }
         Command::Replay {

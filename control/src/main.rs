@@ -315,14 +315,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Run(args) => {
-            let report = live::run(&args)?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", live::render(&report));
-            }
-        }
+        Command::Run(args) => live::run_and_print(&args)?,
         Command::Replay {
             config,
             input,

@@ -105,6 +105,17 @@ pub fn run(args: &RunArgs) -> Result<Value> {
     Ok(report)
 }
 
+/// [`run`], then print the report: JSON with `--json`, a summary otherwise.
+pub fn run_and_print(args: &RunArgs) -> Result<()> {
+    let report = run(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
 fn port_json(config: &NodeConfig, p: &XskPortStats) -> Value {
     json!({
         "port": config.ports.get(p.port as usize).map(|x| x.name.clone()),

@@ -579,6 +579,18 @@ impl XskSet {
         self.sockets.len()
     }
 
+    /// How many more frames `port`'s socket takes before its TX ring is full (0 without a
+    /// socket): a sender that checks first never has [`send`](Self::send) drop.
+    pub fn tx_room(&self, port: u16) -> usize {
+        match self.socket_of_port.get(port as usize) {
+            Some(&si) if si != NO_SOCKET => {
+                let s = &self.sockets[si as usize];
+                (self.ring_size as usize).saturating_sub(s.pending.len() + s.in_tx as usize)
+            }
+            _ => 0,
+        }
+    }
+
     /// Frames not free: IOAM's buffer occupancy.
     pub fn in_use(&self) -> usize {
         self.frames as usize - self.free.len()

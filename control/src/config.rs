@@ -1461,6 +1461,95 @@ dst = "ff00::/8"
         assert_eq!((e.line, e.field.as_str()), (25, "role"));
     }
 
+    fn live(edit: (&str, &str)) -> Result<LiveConfig, ConfigError> {
+        let src = GOOD
+            .replacen("if_id = 10\n", "if_id = 10\ninterface = \"veth0\"\n", 1)
+            .replacen("if_id = 11\n", "if_id = 11\ninterface = \"veth1\"\n", 1);
+        let edited = src.replacen(edit.0, edit.1, 1);
+        assert!(
+            edit.0.is_empty() || edited != src,
+            "edit {edit:?} changed nothing"
+        );
+        parse_live("live.toml", &edited)
+    }
+
+    #[test]
+    fn live_ports_and_engine() {
+        let c = live(("", "")).unwrap();
+        assert_eq!(
+            c.ports,
+            [
+                LivePort {
+                    port: 0,
+                    interface: "veth0".into(),
+                    queue_ids: vec![0]
+                },
+                LivePort {
+                    port: 1,
+                    interface: "veth1".into(),
+                    queue_ids: vec![0]
+                },
+            ]
+        );
+        assert_eq!(c.engine.batch_size, 64);
+        assert_eq!(c.engine.xsk.zero_copy, ZeroCopy::Auto);
+
+        let c = live((
+            "[[route]]",
+            "[engine]\nbatch_size = 16\ncores = [1]\nring_size = 512\nzero_copy = \"never\"\n\
+             idle_sleep_us = 50\n\n[[route]]",
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                c.engine.batch_size,
+                c.engine.cores.clone(),
+                c.engine.xsk.ring_size
+            ),
+            (16, vec![1], 512)
+        );
+        assert_eq!(
+            (c.engine.xsk.zero_copy, c.engine.idle_sleep_us),
+            (ZeroCopy::Never, 50)
+        );
+        let c = live((
+            "interface = \"veth0\"",
+            "interface = \"veth0\"\nqueue_id = [0, 1]",
+        ));
+        let e = c.unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (14, "port.queue_id"), "{e}");
+        assert!(e.reason.contains("same queues"), "{e}");
+    }
+
+    #[test]
+    fn live_refusals_name_line_and_field() {
+        let e = live(("interface = \"veth1\"\n", "")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (13, "port.interface"), "{e}");
+        let e = live(("\"veth1\"", "\"veth0\"")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (15, "port.interface"), "{e}");
+        let e = live(("\"veth1\"", "\"a-name-over-15-chars\"")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (15, "port.interface"), "{e}");
+        let e = live((
+            "interface = \"veth0\"",
+            "interface = \"veth0\"\nqueue_id = 5000",
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (11, "port.queue_id"), "{e}");
+        let e = live(("[[route]]", "[engine]\nring_size = 1000\n\n[[route]]")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (18, "engine.ring_size"), "{e}");
+        let e = live(("[[route]]", "[engine]\nzero_copy = \"maybe\"\n\n[[route]]")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (18, "engine.zero_copy"), "{e}");
+        let e = live((
+            "interface = \"veth1\"\n",
+            "interface = \"veth1\"\n[port.queue]\nlimit_packets = 10\n",
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (16, "port.queue"), "{e}");
+        // Replay still takes the same file, interfaces and all.
+        let src = GOOD.replacen("if_id = 10\n", "if_id = 10\ninterface = \"veth0\"\n", 1);
+        assert!(parse("replay.toml", &src).is_ok());
+    }
+
     #[test]
     fn port_queues() {
         let src = GOOD.replacen(

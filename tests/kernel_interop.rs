@@ -13,6 +13,11 @@
 //! - the decapsulated packets equal the fixture's byte for byte, except the IPv6 hop limit
 //!   (64 → 62) and the MAC addresses the last router writes.
 //!
+//! The `*_live_*` tests run the same path with both mtnode nodes live (`mtnode run` on AF_XDP
+//! sockets in src and dst, fed by a generator namespace, delivering to a sink namespace) and
+//! check the trace leaving r2, the decapsulated frames, and the nodes' counters and UMEM
+//! accounting.
+//!
 //! Off root they print `SKIPPED (needs root)`; under CI=true they fail instead. Every wait is
 //! bounded and the namespaces go away on drop, panics included.
 
@@ -320,6 +325,248 @@ fn multicast_mtnode_encap_kernel_transit_mtnode_decap() {
     }
     let chain = Chain::with_multicast();
     run(
+        &chain,
+        "ipv6-mcast-ssm.pcap",
+        &Expect {
+            r1_if: (Chain::R1_IN_ID.into(), Chain::R1_IN_ID.into()),
+            r2_if: (Chain::R2_IN_ID.into(), Chain::R2_IN_ID.into()),
+            dst_mac: multicast_mac(Chain::MCAST_GROUP),
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same path with mtnode live at both ends: `gen — [encap node] — r1 — r2 — [decap node] —
+// sink`, the encap node in src on AF_XDP sockets (its `in` port on a veth from a generator
+// namespace, its `out` port on s0), the decap node in dst (in = d0, out = a veth to a sink
+// namespace). tcpdump on r2's egress sees the trace as the decap node receives it; the sink
+// sees what the decap node sends.
+
+/// The encap node, live: namespace 1 traces on the fixtures' traffic only (the routers' own
+/// ND and MLD, which reach its `out` socket too, are left alone).
+fn live_encap_toml() -> String {
+    r#"
+[node]
+name = "encap"
+node_id = 1
+forwarding = "bump"
+malformed = "forward"
+
+[[port]]
+name = "in"
+if_id = 10
+interface = "e_in"
+
+[[port]]
+name = "out"
+if_id = 11
+interface = "s0"
+
+[engine]
+idle_sleep_us = 20
+
+[[namespace]]
+id = 1
+role = "encap"
+trace_type = 0xF80000
+hops = 8
+timestamp_format = "posix"
+
+[[namespace.select]]
+dst = "ff3e::/16"
+
+[[namespace.select]]
+dst = "2001:db8:2::/64"
+"#
+    .to_string()
+}
+
+fn live_decap_toml() -> String {
+    r#"
+[node]
+name = "decap"
+node_id = 3
+forwarding = "bump"
+malformed = "forward"
+
+[[port]]
+name = "in"
+if_id = 30
+interface = "d0"
+
+[[port]]
+name = "out"
+if_id = 31
+interface = "d_out"
+
+[engine]
+idle_sleep_us = 20
+
+[[namespace]]
+id = 1
+role = "decap"
+timestamp_format = "posix"
+"#
+    .to_string()
+}
+
+fn run_live(chain: &Chain, fixture_name: &str, expect: &Expect) {
+    use mtnode_tests::netns::{veth, LiveNode, Netns};
+    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-live"));
+    let originals = read_pcap(&fixture(fixture_name)).unwrap();
+    let n = originals.len();
+    let gen = Netns::new("gen");
+    let sink = Netns::new("sink");
+    for ns in [&gen, &sink] {
+        ns.sysctls(&[
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ]);
+    }
+    veth(&gen, "g0", &chain.src, "e_in");
+    veth(&chain.dst, "d_out", &sink, "sk0");
+
+    let write = |ns: &Netns, name: &str, text: String| {
+        let p = ns.workdir().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let decap = LiveNode::start(
+        &chain.dst,
+        bin,
+        &write(&chain.dst, "decap.toml", live_decap_toml()),
+    );
+    let encap = LiveNode::start(
+        &chain.src,
+        bin,
+        &write(&chain.src, "encap.toml", live_encap_toml()),
+    );
+
+    let filter = format!("ip6 and src host {}", Chain::UNICAST_SRC);
+    let mid = capture(&chain.r2, Chain::R2_OUT, &filter, n, CAPTURE_TIMEOUT);
+    let out = capture(&sink, "sk0", &filter, n, CAPTURE_TIMEOUT);
+    let before = now();
+    inject(&gen, "g0", &fixture(fixture_name));
+    let transited = read_pcap(&mid.finish()).unwrap();
+    let delivered = read_pcap(&out.finish()).unwrap();
+    let after = now();
+    let (es, elog) = encap.stop();
+    let (ds, dlog) = decap.stop();
+    let ctx = format!("{fixture_name}: encap {es:#}\n{elog}\ndecap {ds:#}\n{dlog}");
+
+    // The nodes' own accounts.
+    assert_eq!(u(&es["roles"], "encap"), n as u64, "{ctx}");
+    assert_eq!(u(&ds["roles"], "decap"), n as u64, "{ctx}");
+    assert_eq!(u(&ds, "traces"), n as u64, "{ctx}");
+    for s in [&es, &ds] {
+        assert_eq!(s["umem"]["leaked"].as_i64(), Some(0), "{ctx}");
+        assert_eq!(u(&s["umem"], "in_tx"), 0, "{ctx}");
+    }
+
+    // Between r2 and the decap node: mtnode's entry and both kernels', in path order.
+    assert_eq!(transited.len(), n, "packets seen leaving r2: {ctx}");
+    let in_window = |secs: u64, micros: u64| {
+        let t = Duration::from_secs(secs) + Duration::from_micros(micros);
+        t + Duration::from_secs(1) >= before && t <= after + Duration::from_secs(1)
+    };
+    for (i, f) in transited.iter().enumerate() {
+        let g = parse_ipv6(f).expect("IPv6 leaving r2");
+        assert_eq!(g.hop_limit, 62, "packet {i}");
+        let raw = parse_prealloc_trace(g.hop_by_hop.expect("Hop-by-Hop leaving r2"))
+            .expect("trace leaving r2");
+        assert_eq!(
+            (raw.namespace, raw.node_len, raw.flags, raw.remaining_len),
+            (1, 5, 0, 25),
+            "packet {i}"
+        );
+        let mut path = raw.filled_nodes();
+        path.reverse();
+        let w = |slot: &[u8], k: usize| {
+            u64::from(u32::from_be_bytes(
+                slot[4 * k..4 * k + 4].try_into().unwrap(),
+            ))
+        };
+        let ids: Vec<(u64, u64, u64, u64)> = path
+            .iter()
+            .map(|s| {
+                (
+                    u64::from(s[0]),
+                    w(s, 0) & 0xff_ffff,
+                    w(s, 1) >> 16,
+                    w(s, 1) & 0xffff,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (64, 1, ENCAP_IF_IDS.0, ENCAP_IF_IDS.1),
+                (
+                    63,
+                    u64::from(Chain::R1_NODE_ID),
+                    expect.r1_if.0,
+                    expect.r1_if.1
+                ),
+                (
+                    62,
+                    u64::from(Chain::R2_NODE_ID),
+                    expect.r2_if.0,
+                    expect.r2_if.1
+                ),
+            ],
+            "packet {i}: (hop limit, node, ingress, egress) per hop"
+        );
+        // mtnode's live encap hop: POSIX seconds + µs of this run, delay within a batch.
+        let e0 = path[0];
+        assert!(w(e0, 3) < 1_000_000, "packet {i}: µs fraction");
+        assert!(in_window(w(e0, 2), w(e0, 3)), "packet {i}: encap timestamp");
+        assert!(w(e0, 4) < 1_000_000_000, "packet {i}: transit delay");
+        assert!(
+            w(e0, 2) * 1_000_000 + w(e0, 3) <= w(path[1], 2) * 1_000_000 + w(path[1], 3),
+            "packet {i}: mtnode stamps before r1"
+        );
+    }
+
+    // What the decap node sent: the fixture's packets, but for the hop limit and r2's MACs.
+    assert_eq!(delivered.len(), n, "packets delivered to the sink: {ctx}");
+    for (i, (orig, got)) in originals.iter().zip(&delivered).enumerate() {
+        let mut want = orig.clone();
+        want[0..6].copy_from_slice(&expect.dst_mac);
+        want[6..12].copy_from_slice(&R2_OUT_MAC);
+        want[HOP_LIMIT_AT] = 62;
+        assert_eq!(got, &want, "{fixture_name} packet {i}: decapsulated frame");
+    }
+    eprintln!(
+        "{fixture_name}: {n} packets, live mtnode encap → kernel r1, r2 → live mtnode decap \
+         (encap {}, decap {})",
+        es["workers"][0]["mode"], ds["workers"][0]["mode"]
+    );
+}
+
+#[test]
+fn unicast_live_mtnode_at_both_ends() {
+    if !require_root("unicast_live_mtnode_at_both_ends") {
+        return;
+    }
+    let chain = Chain::new();
+    run_live(
+        &chain,
+        "ipv6-unicast.pcap",
+        &Expect {
+            r1_if: (Chain::R1_IN_ID.into(), Chain::R1_OUT_ID.into()),
+            r2_if: (Chain::R2_IN_ID.into(), Chain::R2_OUT_ID.into()),
+            dst_mac: DST_MAC,
+        },
+    );
+}
+
+#[test]
+fn multicast_live_mtnode_at_both_ends() {
+    if !require_root("multicast_live_mtnode_at_both_ends") {
+        return;
+    }
+    let chain = Chain::with_multicast();
+    run_live(
         &chain,
         "ipv6-mcast-ssm.pcap",
         &Expect {

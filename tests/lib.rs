@@ -1012,6 +1012,117 @@ pub mod netns {
         }
     }
 
+    /// A live mtnode (`mtnode run`, or the tests' `mtnode-live`) in a namespace. Started with
+    /// [`LiveNode::start`], which returns once the node has bound its sockets; stopped with
+    /// SIGTERM by [`LiveNode::stop`], which returns its final statistics (`--json`). Killed on
+    /// drop if still running.
+    #[derive(Debug)]
+    pub struct LiveNode {
+        child: Option<Child>,
+        role: String,
+        stdout: Option<JoinHandle<Vec<u8>>>,
+        stderr: Option<JoinHandle<String>>,
+    }
+
+    /// Bound for a live node to bind its sockets (it retries busy binds for up to 5 s).
+    pub const LIVE_READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+    impl LiveNode {
+        /// Runs `bin run --config CONFIG --json` (or `bin --config …` when `bin` is the
+        /// tests' `mtnode-live`) in `ns`, and waits for its "ready" line.
+        pub fn start(ns: &Netns, bin: &Path, config: &Path) -> LiveNode {
+            let mut cmd = ns.command([bin.as_os_str()]);
+            if bin.file_name().is_some_and(|n| n == "mtnode") {
+                cmd.arg("run");
+            }
+            cmd.arg("--config")
+                .arg(config)
+                .arg("--json")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = spawn(&mut cmd).unwrap_or_else(|e| panic!("{e:#}"));
+            let stdout = drain(child.stdout.take());
+            let err = child.stderr.take().expect("piped stderr");
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let stderr = thread::spawn(move || {
+                let mut all = String::new();
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if line.starts_with("mtnode run:") && line.contains(" ready on ") {
+                        let _ = ready_tx.send(());
+                    }
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                all
+            });
+            let mut node = LiveNode {
+                child: Some(child),
+                role: ns.role().to_owned(),
+                stdout: Some(stdout),
+                stderr: Some(stderr),
+            };
+            if ready_rx.recv_timeout(LIVE_READY_TIMEOUT).is_err() {
+                node.kill();
+                let log = node.stderr_text();
+                panic!(
+                    "live node in {} not ready within {LIVE_READY_TIMEOUT:?}: {log}",
+                    node.role
+                );
+            }
+            node
+        }
+
+        /// SIGTERM, wait (bounded) for the final statistics, and return them with the node's
+        /// stderr. Panics when it does not exit cleanly.
+        pub fn stop(mut self) -> (serde_json::Value, String) {
+            let mut child = self.child.take().expect("running");
+            let pid = child.id().to_string();
+            run_ok(Command::new("kill").args(["-TERM", &pid]));
+            let status = wait_until(&mut child, Instant::now() + Duration::from_secs(15));
+            if status.is_none() {
+                kill_and_reap(&mut child);
+            }
+            let out = self
+                .stdout
+                .take()
+                .and_then(|h| h.join().ok())
+                .unwrap_or_default();
+            let log = self.stderr_text();
+            match status {
+                Some(s) if s.success() => {}
+                other => panic!("live node in {} ended with {other:?}: {log}", self.role),
+            }
+            let v = serde_json::from_slice(&out).unwrap_or_else(|e| {
+                panic!(
+                    "live node in {}: stdout is not JSON ({e}): {}\n{log}",
+                    self.role,
+                    String::from_utf8_lossy(&out)
+                )
+            });
+            (v, log)
+        }
+
+        fn kill(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                kill_and_reap(&mut c);
+            }
+        }
+
+        fn stderr_text(&mut self) -> String {
+            self.stderr
+                .take()
+                .and_then(|h| h.join().ok())
+                .unwrap_or_default()
+        }
+    }
+
+    impl Drop for LiveNode {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
     /// `src — r1 — r2 — dst`, four namespaces in a line, the routers being Linux with IOAM
     /// transit enabled on their ingress interfaces: the kernel peer of the interop tests.
     ///

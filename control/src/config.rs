@@ -10,6 +10,8 @@ use mtnode_dataplane::aqm::{
     AqmConfig, PieParams, QueueConfig, QueueDelayMode, QueueLimits, RedParams,
 };
 use mtnode_dataplane::branch::{self, BranchEncoding};
+use mtnode_dataplane::engine::{EngineConfig, LivePort};
+use mtnode_dataplane::io::afxdp::ZeroCopy;
 use mtnode_dataplane::io::MAX_FRAME;
 use mtnode_dataplane::ioam::{EncapPlan, NodeData, Role, Snapshot, TimestampFormat};
 use mtnode_dataplane::mcast::{self, Bift, Neighbor, Oif, PimTable, SgRoute};
@@ -60,6 +62,7 @@ struct FileConfig {
     bift: Vec<BiftSection>,
     export: Option<Spanned<ExportSection>>,
     api: Option<Spanned<ApiSection>>,
+    engine: Option<Spanned<EngineSection>>,
 }
 
 /// `[api]`: where the control API listens and the file holding its bearer token.
@@ -88,6 +91,27 @@ pub struct Loaded {
     pub node: NodeConfig,
     pub export: Option<Export>,
     pub api: Option<ApiConfig>,
+}
+
+/// `[engine]`: how `mtnode run` runs its workers and sockets (ignored by replay and the lab).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineSection {
+    batch_size: Option<Spanned<i64>>,
+    cores: Option<Spanned<Vec<i64>>>,
+    ring_size: Option<Spanned<i64>>,
+    umem_frames: Option<Spanned<i64>>,
+    zero_copy: Option<Spanned<String>>,
+    idle_sleep_us: Option<Spanned<i64>>,
+    bind_timeout_ms: Option<Spanned<i64>>,
+}
+
+/// A port's queue or queues: `queue_id = 0` or `queue_id = [0, 1]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum QueueIds {
+    One(i64),
+    Many(Vec<i64>),
 }
 
 /// `[export]`: where postcards go as IPFIX (docs/ipfix.md).
@@ -231,6 +255,10 @@ struct PortSection {
     /// Line rate, Mb/s (default 10 000): DEX's export cap is a fraction of it.
     capacity_mbps: Option<Spanned<f64>>,
     queue: Option<Spanned<QueueSection>>,
+    /// `mtnode run`: the network interface this port is (AF_XDP).
+    interface: Option<Spanned<String>>,
+    /// `mtnode run`: the interface's queue(s) to bind (default 0).
+    queue_id: Option<Spanned<QueueIds>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -472,6 +500,217 @@ fn parse_api(ctx: &Ctx<'_>, a: &Spanned<ApiSection>) -> Result<ApiConfig, Config
         None => None,
     };
     Ok(ApiConfig { listen, token_file })
+}
+
+/// A configuration for `mtnode run`: the node, its export, and the interfaces its ports are.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    pub node: NodeConfig,
+    pub export: Option<Export>,
+    pub ports: Vec<LivePort>,
+    pub engine: EngineConfig,
+}
+
+/// Read and validate a configuration file for `mtnode run`: as [`load_with_export`], and every
+/// port must name its `interface` (and optionally `queue_id`); `[engine]` applies.
+pub fn load_live(path: &Path) -> Result<LiveConfig, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        line: 0,
+        field: "-".into(),
+        reason: e.to_string(),
+    })?;
+    parse_live(&path.display().to_string(), &src)
+}
+
+/// Validate configuration text for `mtnode run`.
+pub fn parse_live(file: &str, src: &str) -> Result<LiveConfig, ConfigError> {
+    let ctx = Ctx { file, src };
+    let raw: FileConfig = toml::from_str(src).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let line = ctx.line_of(span.start);
+        let text = src.lines().nth(line.saturating_sub(1)).unwrap_or("");
+        let field = text.split('=').next().unwrap_or("").trim().to_string();
+        ConfigError {
+            file: file.to_string(),
+            line,
+            field,
+            reason: e.message().trim().to_string(),
+        }
+    })?;
+    let export = match &raw.export {
+        Some(e) => Some(parse_export(&ctx, e)?),
+        None => None,
+    };
+    let mut ports: Vec<LivePort> = Vec::new();
+    for (i, p) in raw.port.iter().enumerate() {
+        let Some(interface) = &p.interface else {
+            return ctx.err(
+                p.name.span(),
+                "port.interface",
+                format!(
+                    "port `{}` names no interface: `mtnode run` needs one on every port",
+                    p.name.get_ref()
+                ),
+            );
+        };
+        let name = interface.get_ref();
+        if name.is_empty()
+            || name.len() > 15
+            || name.contains(['/', ' ', '\t', '\0'])
+            || name == "."
+            || name == ".."
+        {
+            return ctx.err(
+                interface.span(),
+                "port.interface",
+                format!("`{name}` is not an interface name (1 to 15 characters, no / or spaces)"),
+            );
+        }
+        let queue_ids: Vec<u32> = match &p.queue_id {
+            None => vec![0],
+            Some(q) => {
+                let list = match q.get_ref() {
+                    QueueIds::One(x) => vec![*x],
+                    QueueIds::Many(v) => v.clone(),
+                };
+                if list.is_empty() {
+                    return ctx.err(q.span(), "port.queue_id", "name at least one queue");
+                }
+                let mut ids = Vec::new();
+                for x in list {
+                    if !(0..=1023).contains(&x) {
+                        return ctx.err(
+                            q.span(),
+                            "port.queue_id",
+                            format!("{x} is out of range 0..=1023"),
+                        );
+                    }
+                    if ids.contains(&(x as u32)) {
+                        return ctx.err(q.span(), "port.queue_id", format!("queue {x} twice"));
+                    }
+                    ids.push(x as u32);
+                }
+                ids
+            }
+        };
+        if let Some(first) = ports.first() {
+            if first.queue_ids != queue_ids {
+                let span = p.queue_id.as_ref().map_or(p.name.span(), |q| q.span());
+                return ctx.err(
+                    span,
+                    "port.queue_id",
+                    format!(
+                        "every port must bind the same queues (one worker per queue owns every \
+                         port's socket on it): {:?} here, {:?} on `{}`",
+                        queue_ids, first.queue_ids, first.interface
+                    ),
+                );
+            }
+        }
+        if ports.iter().any(|q| q.interface == *name) {
+            return ctx.err(
+                interface.span(),
+                "port.interface",
+                format!("interface `{name}` is already another port"),
+            );
+        }
+        if let Some(q) = &p.queue {
+            return ctx.err(
+                q.span(),
+                "port.queue",
+                "managed egress queues (shaper, AQM) run in replay and the lab; `mtnode run` does \
+                 not run them on AF_XDP ports yet",
+            );
+        }
+        ports.push(LivePort {
+            port: i as u16,
+            interface: name.clone(),
+            queue_ids,
+        });
+    }
+    let engine = match &raw.engine {
+        Some(e) => parse_engine(&ctx, e)?,
+        None => EngineConfig::default(),
+    };
+    let node = build(&ctx, raw)?;
+    Ok(LiveConfig {
+        node,
+        export,
+        ports,
+        engine,
+    })
+}
+
+fn parse_engine(ctx: &Ctx<'_>, e: &Spanned<EngineSection>) -> Result<EngineConfig, ConfigError> {
+    let e = e.get_ref();
+    let mut c = EngineConfig::default();
+    if let Some(v) = &e.batch_size {
+        let b = ctx.ranged(v, "engine.batch_size", 1024)? as usize;
+        if b == 0 {
+            return ctx.err(v.span(), "engine.batch_size", "0 is out of range 1..=1024");
+        }
+        c.batch_size = b;
+    }
+    if let Some(v) = &e.cores {
+        for &id in v.get_ref() {
+            if !(0..=4095).contains(&id) {
+                return ctx.err(
+                    v.span(),
+                    "engine.cores",
+                    format!("{id} is out of range 0..=4095"),
+                );
+            }
+            c.cores.push(id as usize);
+        }
+    }
+    if let Some(v) = &e.ring_size {
+        let r = ctx.ranged(v, "engine.ring_size", 1 << 15)? as u32;
+        if r < 64 || !r.is_power_of_two() {
+            return ctx.err(
+                v.span(),
+                "engine.ring_size",
+                format!("{r} is not a power of two in 64..=32768"),
+            );
+        }
+        c.xsk.ring_size = r;
+    }
+    if let Some(v) = &e.umem_frames {
+        c.xsk.frames = ctx.ranged(v, "engine.umem_frames", 1 << 20)? as u32;
+    }
+    if let Some(v) = &e.zero_copy {
+        c.xsk.zero_copy = match v.get_ref().as_str() {
+            "auto" => ZeroCopy::Auto,
+            "never" => ZeroCopy::Never,
+            "require" => ZeroCopy::Require,
+            other => {
+                return ctx.err(
+                    v.span(),
+                    "engine.zero_copy",
+                    format!("`{other}`: expected \"auto\", \"never\" or \"require\""),
+                )
+            }
+        };
+    }
+    if let Some(v) = &e.idle_sleep_us {
+        c.idle_sleep_us = ctx.ranged(v, "engine.idle_sleep_us", 1_000_000)?;
+    }
+    if let Some(v) = &e.bind_timeout_ms {
+        c.xsk.bind_timeout =
+            std::time::Duration::from_millis(ctx.ranged(v, "engine.bind_timeout_ms", 600_000)?);
+    }
+    if c.xsk.frames != 0 && (c.xsk.frames as u64) < 2 * c.xsk.ring_size as u64 {
+        let span = e.umem_frames.as_ref().map_or(0..0, |v| v.span());
+        return ctx.err(
+            span,
+            "engine.umem_frames",
+            format!(
+                "{} frames cannot keep a {}-entry fill ring full and still send",
+                c.xsk.frames, c.xsk.ring_size
+            ),
+        );
+    }
+    Ok(c)
 }
 
 fn parse_export(ctx: &Ctx<'_>, e: &Spanned<ExportSection>) -> Result<Export, ConfigError> {
@@ -1305,6 +1544,95 @@ dst = "ff00::/8"
 
         let e = refuse(("role = \"encap\"", "role = \"sideways\""));
         assert_eq!((e.line, e.field.as_str()), (25, "role"));
+    }
+
+    fn live(edit: (&str, &str)) -> Result<LiveConfig, ConfigError> {
+        let src = GOOD
+            .replacen("if_id = 10\n", "if_id = 10\ninterface = \"veth0\"\n", 1)
+            .replacen("if_id = 11\n", "if_id = 11\ninterface = \"veth1\"\n", 1);
+        let edited = src.replacen(edit.0, edit.1, 1);
+        assert!(
+            edit.0.is_empty() || edited != src,
+            "edit {edit:?} changed nothing"
+        );
+        parse_live("live.toml", &edited)
+    }
+
+    #[test]
+    fn live_ports_and_engine() {
+        let c = live(("", "")).unwrap();
+        assert_eq!(
+            c.ports,
+            [
+                LivePort {
+                    port: 0,
+                    interface: "veth0".into(),
+                    queue_ids: vec![0]
+                },
+                LivePort {
+                    port: 1,
+                    interface: "veth1".into(),
+                    queue_ids: vec![0]
+                },
+            ]
+        );
+        assert_eq!(c.engine.batch_size, 64);
+        assert_eq!(c.engine.xsk.zero_copy, ZeroCopy::Auto);
+
+        let c = live((
+            "[[route]]",
+            "[engine]\nbatch_size = 16\ncores = [1]\nring_size = 512\nzero_copy = \"never\"\n\
+             idle_sleep_us = 50\n\n[[route]]",
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                c.engine.batch_size,
+                c.engine.cores.clone(),
+                c.engine.xsk.ring_size
+            ),
+            (16, vec![1], 512)
+        );
+        assert_eq!(
+            (c.engine.xsk.zero_copy, c.engine.idle_sleep_us),
+            (ZeroCopy::Never, 50)
+        );
+        let c = live((
+            "interface = \"veth0\"",
+            "interface = \"veth0\"\nqueue_id = [0, 1]",
+        ));
+        let e = c.unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (14, "port.queue_id"), "{e}");
+        assert!(e.reason.contains("same queues"), "{e}");
+    }
+
+    #[test]
+    fn live_refusals_name_line_and_field() {
+        let e = live(("interface = \"veth1\"\n", "")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (13, "port.interface"), "{e}");
+        let e = live(("\"veth1\"", "\"veth0\"")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (15, "port.interface"), "{e}");
+        let e = live(("\"veth1\"", "\"a-name-over-15-chars\"")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (15, "port.interface"), "{e}");
+        let e = live((
+            "interface = \"veth0\"",
+            "interface = \"veth0\"\nqueue_id = 5000",
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (11, "port.queue_id"), "{e}");
+        let e = live(("[[route]]", "[engine]\nring_size = 1000\n\n[[route]]")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (18, "engine.ring_size"), "{e}");
+        let e = live(("[[route]]", "[engine]\nzero_copy = \"maybe\"\n\n[[route]]")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (18, "engine.zero_copy"), "{e}");
+        let e = live((
+            "interface = \"veth1\"\n",
+            "interface = \"veth1\"\n[port.queue]\nlimit_packets = 10\n",
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (16, "port.queue"), "{e}");
+        // Replay still takes the same file, interfaces and all.
+        let src = GOOD.replacen("if_id = 10\n", "if_id = 10\ninterface = \"veth0\"\n", 1);
+        assert!(parse("replay.toml", &src).is_ok());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod exporter;
 pub mod ipfix;
 pub mod lab;
 pub mod replay;
+pub mod run;
 pub mod sim;
 pub mod topology;
 pub mod trace_json;

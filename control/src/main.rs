@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mtnode_control::{api, collector, config, ctl, ipfix, lab, replay, sim, topology};
+use mtnode_control::{api, collector, config, ctl, ipfix, lab, replay, run as live, sim, topology};
 
 /// mtnode: a multicast telemetry node (IOAM trace insert/transit/strip, postcards, AQM).
 #[derive(Debug, Parser)]
@@ -108,6 +108,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the node live on AF_XDP ports (root): until SIGINT/SIGTERM, then print final stats.
+    Run(live::RunArgs),
     /// Collect IPFIX postcards over UDP and rebuild the multicast tree from them.
     Collect {
         /// UDP address to listen on, e.g. 0.0.0.0:4739 or [::]:4739.
@@ -440,6 +442,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             print_ctl(&what, &reply.body, json)?;
         }
+        Command::Run(args) => live::run_and_print(&args)?,
         Command::Replay {
             config,
             input,

@@ -6,6 +6,7 @@
 
 pub mod aqm;
 pub mod branch;
+pub mod engine;
 pub mod export;
 pub mod frame;
 pub mod io;

@@ -6,6 +6,7 @@
 //! `Arc` clone only when a new epoch is out. Packets of a batch finish under the snapshot the batch
 //! started with. Each reader acknowledges the epoch it switched to, so the control plane can tell
 //! when a change is active on every worker ([`ConfigCell::wait_applied`]).
+#![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

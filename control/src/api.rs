@@ -27,6 +27,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use hdrhistogram::Histogram;
 use mtnode_dataplane::aqm::QueueCounters;
+use mtnode_dataplane::engine::LatencySummary;
 use mtnode_dataplane::pipeline::{Counters, DropReason, NodeConfig};
 use mtnode_dataplane::snapshot::ConfigCell;
 use mtnode_dataplane::wire::Error as WireError;
@@ -61,6 +62,18 @@ pub trait Node: Send + Sync + 'static {
                 "ports cannot be added, removed or renamed while the node runs; restart it",
             ));
         }
+        if running.live_ports != next.live_ports {
+            return Err(live_error(
+                "port.interface",
+                "interfaces and queues change at restart",
+            ));
+        }
+        if running.engine != next.engine {
+            return Err(live_error(
+                "engine",
+                "the engine's settings change at restart",
+            ));
+        }
         if running.api != next.api {
             return Err(live_error(
                 "api",
@@ -87,37 +100,13 @@ pub struct QueueStats {
     pub counters: QueueCounters,
 }
 
-/// RX→TX forwarding latency, from the workers' histograms.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Latency {
-    pub count: u64,
-    pub p50_ns: u64,
-    pub p90_ns: u64,
-    pub p99_ns: u64,
-    pub max_ns: u64,
-    pub mean_ns: f64,
-}
-
-impl Latency {
-    pub fn from_histogram(h: &Histogram<u64>) -> Self {
-        Latency {
-            count: h.len(),
-            p50_ns: h.value_at_quantile(0.5),
-            p90_ns: h.value_at_quantile(0.9),
-            p99_ns: h.value_at_quantile(0.99),
-            max_ns: h.max(),
-            mean_ns: h.mean(),
-        }
-    }
-}
-
 /// A node's statistics at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeStats {
     pub counters: Counters,
     /// Per port, in config order; empty where the node has no egress queues.
     pub queues: Vec<QueueStats>,
-    pub latency: Option<Latency>,
+    pub latency: Option<LatencySummary>,
     pub workers: usize,
 }
 

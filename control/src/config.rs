@@ -85,12 +85,28 @@ pub struct ApiConfig {
 /// The API's default listen address.
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8686";
 
-/// Everything one configuration file says: the node, its export and its control API.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything one configuration file says: the node, its export, its control API, and for
+/// `mtnode run` the interfaces its ports are and how the engine runs.
+#[derive(Debug, Clone)]
 pub struct Loaded {
     pub node: NodeConfig,
     pub export: Option<Export>,
     pub api: Option<ApiConfig>,
+    /// The ports that name an interface, in port order (all of them for `mtnode run`).
+    pub live_ports: Vec<LivePort>,
+    pub engine: EngineConfig,
+    /// Why this file cannot run live (a port without an interface), for [`Loaded::require_live`].
+    not_live: Option<ConfigError>,
+}
+
+impl Loaded {
+    /// Refuse a file whose ports do not all name an interface (`mtnode run` needs them).
+    pub fn require_live(self) -> Result<Loaded, ConfigError> {
+        match self.not_live {
+            Some(e) => Err(e),
+            None => Ok(self),
+        }
+    }
 }
 
 /// `[engine]`: how `mtnode run` runs its workers and sockets (ignored by replay and the lab).
@@ -467,10 +483,18 @@ pub fn parse_all(file: &str, src: &str) -> Result<Loaded, ConfigError> {
         Some(a) => Some(parse_api(&ctx, a)?),
         None => None,
     };
+    let (live_ports, not_live) = parse_live_ports(&ctx, &raw)?;
+    let engine = match &raw.engine {
+        Some(e) => parse_engine(&ctx, e)?,
+        None => EngineConfig::default(),
+    };
     Ok(Loaded {
         node: build(&ctx, raw)?,
         export,
         api,
+        live_ports,
+        engine,
+        not_live,
     })
 }
 
@@ -502,57 +526,40 @@ fn parse_api(ctx: &Ctx<'_>, a: &Spanned<ApiSection>) -> Result<ApiConfig, Config
     Ok(ApiConfig { listen, token_file })
 }
 
-/// A configuration for `mtnode run`: the node, its export, and the interfaces its ports are.
-#[derive(Debug, Clone)]
-pub struct LiveConfig {
-    pub node: NodeConfig,
-    pub export: Option<Export>,
-    pub ports: Vec<LivePort>,
-    pub engine: EngineConfig,
-}
-
-/// Read and validate a configuration file for `mtnode run`: as [`load_with_export`], and every
-/// port must name its `interface` (and optionally `queue_id`); `[engine]` applies.
-pub fn load_live(path: &Path) -> Result<LiveConfig, ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.display().to_string(),
-        line: 0,
-        field: "-".into(),
-        reason: e.to_string(),
-    })?;
-    parse_live(&path.display().to_string(), &src)
+/// Read and validate a configuration file for `mtnode run`: every port must name its
+/// `interface` (and optionally `queue_id`); `[engine]` applies.
+pub fn load_live(path: &Path) -> Result<Loaded, ConfigError> {
+    load_all(path)?.require_live()
 }
 
 /// Validate configuration text for `mtnode run`.
-pub fn parse_live(file: &str, src: &str) -> Result<LiveConfig, ConfigError> {
-    let ctx = Ctx { file, src };
-    let raw: FileConfig = toml::from_str(src).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        let line = ctx.line_of(span.start);
-        let text = src.lines().nth(line.saturating_sub(1)).unwrap_or("");
-        let field = text.split('=').next().unwrap_or("").trim().to_string();
-        ConfigError {
-            file: file.to_string(),
-            line,
-            field,
-            reason: e.message().trim().to_string(),
-        }
-    })?;
-    let export = match &raw.export {
-        Some(e) => Some(parse_export(&ctx, e)?),
-        None => None,
-    };
+pub fn parse_live(file: &str, src: &str) -> Result<Loaded, ConfigError> {
+    parse_all(file, src)?.require_live()
+}
+
+/// The ports' `interface` and `queue_id` fields, validated where present; and the refusal for
+/// `mtnode run` when a port has none.
+fn parse_live_ports(
+    ctx: &Ctx<'_>,
+    raw: &FileConfig,
+) -> Result<(Vec<LivePort>, Option<ConfigError>), ConfigError> {
+    let mut not_live = None;
     let mut ports: Vec<LivePort> = Vec::new();
     for (i, p) in raw.port.iter().enumerate() {
         let Some(interface) = &p.interface else {
-            return ctx.err(
-                p.name.span(),
-                "port.interface",
-                format!(
-                    "port `{}` names no interface: `mtnode run` needs one on every port",
-                    p.name.get_ref()
-                ),
-            );
+            if not_live.is_none() {
+                not_live = ctx
+                    .err::<()>(
+                        p.name.span(),
+                        "port.interface",
+                        format!(
+                            "port `{}` names no interface: `mtnode run` needs one on every port",
+                            p.name.get_ref()
+                        ),
+                    )
+                    .err();
+            }
+            continue;
         };
         let name = interface.get_ref();
         if name.is_empty()
@@ -629,17 +636,7 @@ pub fn parse_live(file: &str, src: &str) -> Result<LiveConfig, ConfigError> {
             queue_ids,
         });
     }
-    let engine = match &raw.engine {
-        Some(e) => parse_engine(&ctx, e)?,
-        None => EngineConfig::default(),
-    };
-    let node = build(&ctx, raw)?;
-    Ok(LiveConfig {
-        node,
-        export,
-        ports,
-        engine,
-    })
+    Ok((ports, not_live))
 }
 
 fn parse_engine(ctx: &Ctx<'_>, e: &Spanned<EngineSection>) -> Result<EngineConfig, ConfigError> {
@@ -1546,7 +1543,7 @@ dst = "ff00::/8"
         assert_eq!((e.line, e.field.as_str()), (25, "role"));
     }
 
-    fn live(edit: (&str, &str)) -> Result<LiveConfig, ConfigError> {
+    fn live(edit: (&str, &str)) -> Result<Loaded, ConfigError> {
         let src = GOOD
             .replacen("if_id = 10\n", "if_id = 10\ninterface = \"veth0\"\n", 1)
             .replacen("if_id = 11\n", "if_id = 11\ninterface = \"veth1\"\n", 1);
@@ -1562,7 +1559,7 @@ dst = "ff00::/8"
     fn live_ports_and_engine() {
         let c = live(("", "")).unwrap();
         assert_eq!(
-            c.ports,
+            c.live_ports,
             [
                 LivePort {
                     port: 0,

@@ -4,12 +4,13 @@
 //! `--duration`), then stops the workers, waits for their last transmissions and reports the
 //! final numbers, as JSON with `--json`.
 //!
-//! The engine handle ([`Engine`]) is what a control API attaches to: its `ConfigCell` takes new
-//! configurations while traffic flows, its `stats()` answers between batches.
+//! With an `[api]` section the control API ([`crate::api`]) serves the running node: its
+//! changes reach the workers through the engine's `ConfigCell` while traffic flows, and
+//! `/v1/stats` and `/metrics` read the engine's merged counters.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -19,7 +20,8 @@ use mtnode_dataplane::pipeline::NodeConfig;
 use mtnode_dataplane::snapshot::ConfigCell;
 use serde_json::{json, Value};
 
-use crate::config::{self, LiveConfig};
+use crate::api::{self, NodeStats};
+use crate::config::{self, Loaded};
 use crate::exporter::Exporter;
 use crate::replay::stats_json;
 
@@ -38,13 +40,14 @@ pub struct RunArgs {
 }
 
 /// Start the node described by `live` and return its engine (and exporter) running.
-pub fn start(live: &LiveConfig) -> Result<(Engine, Option<crate::exporter::ExporterHandle>)> {
+pub fn start(live: &Loaded) -> Result<(Engine, Option<crate::exporter::ExporterHandle>)> {
     let cell = ConfigCell::new(live.node.clone());
     let mut engine_config = live.engine.clone();
     if let Some(e) = &live.export {
         engine_config.postcard_ring = Some(e.ring);
     }
-    let engine = Engine::start(cell, &live.ports, engine_config).context("starting the engine")?;
+    let engine =
+        Engine::start(cell, &live.live_ports, engine_config).context("starting the engine")?;
     let exporter = match &live.export {
         Some(e) => Some(
             Exporter::spawn(e.exporter.clone(), engine.postcard_rings().to_vec())
@@ -67,8 +70,17 @@ pub fn run(args: &RunArgs) -> Result<Value> {
     for n in engine.notes() {
         eprintln!("mtnode run: {n}");
     }
+    let cell = engine.config().clone();
+    let node = Arc::new(LiveNode {
+        cell: cell.clone(),
+        engine: Mutex::new(Some(engine)),
+    });
+    let server = match &live.api {
+        Some(a) => Some(serve_api(&args.config, a, node.clone())?),
+        None => None,
+    };
     let names: Vec<String> = live
-        .ports
+        .live_ports
         .iter()
         .map(|p| {
             format!(
@@ -82,7 +94,7 @@ pub fn run(args: &RunArgs) -> Result<Value> {
         "mtnode run: {} ready on {} (epoch {})",
         live.node.name,
         names.join(" "),
-        engine.config().epoch()
+        cell.epoch()
     );
     let deadline = args
         .duration
@@ -91,7 +103,15 @@ pub fn run(args: &RunArgs) -> Result<Value> {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("mtnode run: stopping");
-    let config = engine.config().load();
+    // The API first: no change may arrive while the workers stop.
+    drop(server);
+    let engine = node
+        .engine
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .context("the engine is gone")?;
+    let config = cell.load();
     let stats = engine.shutdown().context("stopping the engine")?;
     let mut report = stats_to_json(&config, &stats);
     if let Some(x) = exporter {
@@ -103,6 +123,54 @@ pub fn run(args: &RunArgs) -> Result<Value> {
         });
     }
     Ok(report)
+}
+
+/// The running engine as the control API sees it.
+struct LiveNode {
+    cell: Arc<ConfigCell>,
+    /// Taken at shutdown.
+    engine: Mutex<Option<Engine>>,
+}
+
+impl api::Node for LiveNode {
+    fn config_cell(&self) -> &Arc<ConfigCell> {
+        &self.cell
+    }
+
+    fn stats(&self) -> NodeStats {
+        let engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        match engine.as_ref() {
+            Some(e) => {
+                let s = e.stats();
+                NodeStats {
+                    counters: s.counters,
+                    queues: Vec::new(),
+                    latency: Some(s.latency),
+                    workers: s.workers.len(),
+                }
+            }
+            None => NodeStats::default(),
+        }
+    }
+}
+
+/// Serve the control API for the running node, as its config's `[api]` says.
+fn serve_api(
+    file: &std::path::Path,
+    a: &config::ApiConfig,
+    node: Arc<LiveNode>,
+) -> Result<api::ApiServer> {
+    let token_file = a
+        .token_file
+        .as_deref()
+        .context("[api] needs token_file: changes are refused without a token")?;
+    let token = api::read_token(token_file)?;
+    let doc = api::Doc::from_file(file)?;
+    let listener = std::net::TcpListener::bind(a.listen)
+        .with_context(|| format!("api.listen {}", a.listen))?;
+    let server = api::spawn(listener, node, doc, token)?;
+    eprintln!("mtnode run: control API on http://{}", server.addr);
+    Ok(server)
 }
 
 /// [`run`], then print the report: JSON with `--json`, a summary otherwise.

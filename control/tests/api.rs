@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mtnode_control::api::{self, Doc, Latency, Node, NodeStats, QueueStats};
+use mtnode_control::api::{self, Doc, Node, NodeStats, QueueStats};
 use mtnode_control::ctl::Client;
 use mtnode_control::lab::{self, LabApi, LabOptions};
 use mtnode_control::topology::Topology;
 use mtnode_dataplane::aqm::QueueCounters;
+use mtnode_dataplane::engine::LatencySummary;
 use mtnode_dataplane::export::PostcardKind;
 use mtnode_dataplane::pipeline::DropReason;
 use mtnode_dataplane::snapshot::ConfigCell;
@@ -184,11 +185,12 @@ fn some_stats() -> NodeStats {
             counters: q,
         },
     ];
-    s.latency = Some(Latency {
+    s.latency = Some(LatencySummary {
         count: 1000,
         p50_ns: 2_000,
         p90_ns: 5_000,
         p99_ns: 40_000,
+        p999_ns: 80_000,
         max_ns: 90_000,
         mean_ns: 3_000.0,
     });
@@ -706,4 +708,29 @@ print(json.dumps(out))
         assert!((got.1 - value).abs() < 1e-12, "{key}: {} != {value}", got.1);
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The example in DESIGN.md: `pcap-fixtures/configs/live.toml` runs a node on mt0/mt1 with the
+/// API on 127.0.0.1:8686 and the token in `api.token` next to it.
+#[test]
+fn the_live_example_config_names_its_api_and_token() {
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../pcap-fixtures/configs"
+    ));
+    let live = mtnode_control::config::load_live(&dir.join("live.toml")).unwrap();
+    let ifaces: Vec<&str> = live
+        .live_ports
+        .iter()
+        .map(|p| p.interface.as_str())
+        .collect();
+    assert_eq!(ifaces, ["mt0", "mt1"]);
+    let api = live.api.unwrap();
+    assert_eq!(api.listen.to_string(), "127.0.0.1:8686");
+    let token_file = api.token_file.unwrap();
+    assert_eq!(token_file, dir.join("api.token"));
+    assert_eq!(
+        api::read_token(&token_file).unwrap(),
+        "mtnode-lab-token-not-a-secret"
+    );
 }

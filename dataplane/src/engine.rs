@@ -36,7 +36,7 @@ pub struct LivePort {
 }
 
 /// How the workers run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Packets taken from each socket per batch.
     pub batch_size: usize,

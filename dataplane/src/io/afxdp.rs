@@ -87,7 +87,7 @@ impl BindMode {
 }
 
 /// Sizes and policies of one worker's sockets.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XskConfig {
     /// UMEM frames; 0: enough for every socket's fill and TX rings plus replicas.
     pub frames: u32,

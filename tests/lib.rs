@@ -834,6 +834,10 @@ pub mod netns {
             // Per-packet delivery and flushing: the count and the file are right at once.
             "--immediate-mode",
             "-U",
+            // 32 MiB of kernel buffer (KiB): a loaded machine may not schedule tcpdump for a
+            // while, and the default 2 MiB then drops packets the test counts.
+            "-B",
+            "32768",
             // Debian's tcpdump drops to user tcpdump, who may not write in the workdir.
             "-Z",
             "root",

@@ -1,6 +1,7 @@
 //! In-process links between nodes, for the lab and tests: a bounded FIFO of frames per
 //! direction with an optional fixed delay and random loss, as a real link would have. A full
 //! link drops the frame and counts it.
+#![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 

@@ -1,8 +1,11 @@
 //! I/O backends that feed the pipeline: [`pcap`] file replay and [`mem`] in-process links, over
-//! buffers from a [`BufPool`]. These are the only places buffers are created; the live AF_XDP
-//! and DPDK backends will join them here, and unsafe code may appear nowhere else.
-#![forbid(unsafe_code)]
+//! buffers from a [`BufPool`], and (with the `dpdk` feature) `dpdk`, live ports whose buffers
+//! are mbufs. These are the only places buffers are created, and the only modules of the crate
+//! where unsafe code may appear: `dpdk` holds all of it, every other module forbids it.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod mem;
 pub mod pcap;
 

@@ -1,5 +1,6 @@
 //! pcap file replay: reads frames with their timestamps into pool buffers, and writes one
 //! output file per egress port. File I/O is this module's; the pipeline never sees a file.
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};

@@ -108,6 +108,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the node live on DPDK ports (root; built with the `dpdk` feature): until
+    /// SIGINT/SIGTERM, then print final stats. Every port has backend = "dpdk" and a dpdk_port;
+    /// `[dpdk] eal_args` starts DPDK.
+    Run {
+        /// The node's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the final statistics as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Stop by itself after this many seconds (default: run until SIGINT or SIGTERM).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Stop once traffic has been seen and none arrived for this many milliseconds (a
+        /// net_pcap device replaying a finite file).
+        #[arg(long)]
+        exit_when_idle_ms: Option<u64>,
+    },
     /// Collect IPFIX postcards over UDP and rebuild the multicast tree from them.
     Collect {
         /// UDP address to listen on, e.g. 0.0.0.0:4739 or [::]:4739.
@@ -439,6 +457,31 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             print_ctl(&what, &reply.body, json)?;
+        }
+        Command::Run {
+            config,
+            json,
+            duration,
+            exit_when_idle_ms,
+        } => {
+            #[cfg(feature = "dpdk")]
+            mtnode_control::dpdk_node::run_and_print(&mtnode_control::dpdk_node::RunArgs {
+                config,
+                json,
+                duration,
+                exit_when_idle_ms,
+            })?;
+            #[cfg(not(feature = "dpdk"))]
+            {
+                let _ = (json, duration, exit_when_idle_ms);
+                let loaded = config::load_all(&config)?;
+                anyhow::bail!(
+                    "{}: this mtnode was built without the `dpdk` feature (cargo build \
+                     --features dpdk), and the AF_XDP node is not on this branch ({} ports)",
+                    config.display(),
+                    loaded.node.ports.len()
+                );
+            }
         }
         Command::Replay {
             config,

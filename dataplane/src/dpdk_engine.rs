@@ -204,6 +204,22 @@ pub fn run(
         ));
     }
 
+    // Before the EAL starts: it narrows this thread's affinity to its main lcore.
+    let cores: Vec<usize> = if config.cores.is_empty() {
+        let all: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        if all.len() > 1 {
+            all[1..].to_vec()
+        } else {
+            all
+        }
+    } else {
+        config.cores.clone()
+    };
+
     let eal = Eal::init(&config.eal_args)?;
     let pools = (0..config.queues)
         .map(|q| {
@@ -232,21 +248,6 @@ pub fn run(
     for (i, e) in &eth {
         by_node[*i as usize] = Some(e);
     }
-
-    let cores: Vec<usize> = if config.cores.is_empty() {
-        let all: Vec<usize> = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        if all.len() > 1 {
-            all[1..].to_vec()
-        } else {
-            all
-        }
-    } else {
-        config.cores.clone()
-    };
 
     let progress = Progress {
         first_rx: AtomicU64::new(0),
@@ -357,6 +358,7 @@ pub fn run(
         io.rx_unusable += w.io.rx_unusable;
         io.relocated += w.io.relocated;
         io.alloc_failed += w.io.alloc_failed;
+        io.unstamped += w.io.unstamped;
         let _ = latency.add(&w.latency);
         batches += w.batches;
         traces += w.traces;
@@ -470,7 +472,11 @@ impl<'p> Worker<'_, 'p> {
                     prev = (now, sent);
                 }
                 Clock::Device { scale, window_ns } => {
-                    let n = io.rx(batch_size, RxClock::Device { scale }, &mut pending);
+                    let clock = RxClock::Device {
+                        scale,
+                        fallback: now_ns(),
+                    };
+                    let n = io.rx(batch_size, clock, &mut pending);
                     if n == 0 && pending.is_empty() {
                         stats.idle_polls += 1;
                         std::hint::spin_loop();

@@ -561,8 +561,9 @@ pub struct PortStats {
 pub enum RxClock {
     /// The batch's clock reading, taken once per batch by the worker.
     Batch(u64),
-    /// The device's RX timestamp (`RTE_ETH_RX_OFFLOAD_TIMESTAMP`), times `scale` to make ns.
-    Device { scale: u64 },
+    /// The device's RX timestamp (`RTE_ETH_RX_OFFLOAD_TIMESTAMP`), times `scale` to make ns;
+    /// `fallback` (the poll's clock reading) for a packet the device did not stamp.
+    Device { scale: u64, fallback: u64 },
 }
 
 /// One worker's counters of what the backend did with frames.
@@ -578,6 +579,8 @@ pub struct QueueCounters {
     pub relocated: u64,
     /// Replica allocations that found the pool empty.
     pub alloc_failed: u64,
+    /// With the device clock: packets the device did not stamp (given the poll's clock).
+    pub unstamped: u64,
 }
 
 struct TxStage {
@@ -707,7 +710,14 @@ impl<'p> QueueIo<'p> {
                 let frame = Frame::new(buf, head, info.data_len as usize);
                 let rx_ns = match clock {
                     RxClock::Batch(now) => now,
-                    RxClock::Device { scale } => info.timestamp.wrapping_mul(scale),
+                    RxClock::Device { scale, fallback } => {
+                        if info.stamped != 0 {
+                            info.timestamp.wrapping_mul(scale)
+                        } else {
+                            self.counters.unstamped += 1;
+                            fallback
+                        }
+                    }
                 };
                 self.held += 1;
                 batch.push(Packet {

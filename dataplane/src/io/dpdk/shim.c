@@ -45,8 +45,11 @@ void mtn_mbuf_info(struct rte_mbuf *const *pkts, uint16_t n, struct mtn_mbuf_inf
 		out[i].plain = m->nb_segs == 1 && m->next == NULL && RTE_MBUF_DIRECT(m) &&
 			       rte_mbuf_refcnt_read(m) == 1;
 		out[i].timestamp = 0;
-		if (ts_offset >= 0 && (m->ol_flags & ts_flag))
+		out[i].stamped = 0;
+		if (ts_offset >= 0 && (m->ol_flags & ts_flag)) {
 			out[i].timestamp = *RTE_MBUF_DYNFIELD(m, ts_offset, rte_mbuf_timestamp_t *);
+			out[i].stamped = 1;
+		}
 	}
 }
 
@@ -91,14 +94,12 @@ int mtn_port_setup(uint16_t port, uint16_t queues, uint16_t rx_desc, uint16_t tx
 			 port, info.driver_name, info.max_rx_queues, info.max_tx_queues, queues);
 		return -1;
 	}
-	if (rx_timestamp) {
-		if (!(info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_TIMESTAMP)) {
-			snprintf(err, errlen, "port %u (%s) cannot timestamp received packets",
-				 port, info.driver_name);
-			return -1;
-		}
+	/*
+	 * Some PMDs stamp every packet without offering the offload (net_pcap: the file's time);
+	 * the receive path checks each mbuf's flag, so asking only where it is offered is enough.
+	 */
+	if (rx_timestamp && (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_TIMESTAMP))
 		conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_TIMESTAMP;
-	}
 	rc = rte_eth_dev_configure(port, queues, queues, &conf);
 	if (rc != 0) {
 		say(err, errlen, "rte_eth_dev_configure", port, rc);

@@ -17,6 +17,8 @@ struct mtn_mbuf_info {
 	uint16_t data_len;
 	/* 1 when the mbuf is direct, single-segment and not shared. */
 	uint8_t plain;
+	/* 1 when the device stamped it (RX timestamp dynamic flag set). */
+	uint8_t stamped;
 };
 
 int mtn_errno(void);

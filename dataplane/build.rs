@@ -103,6 +103,8 @@ mod dpdk {
             // the C side, and src/io/dpdk declares them opaque.
             .allowlist_recursively(false)
             .layout_tests(false)
+            // DPDK's comments hold C examples that rustdoc would run as doctests.
+            .generate_comments(false)
             .derive_debug(true)
             .derive_default(true)
             .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));

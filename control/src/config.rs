@@ -63,6 +63,87 @@ struct FileConfig {
     export: Option<Spanned<ExportSection>>,
     api: Option<Spanned<ApiSection>>,
     engine: Option<Spanned<EngineSection>>,
+    dpdk: Option<Spanned<DpdkSection>>,
+}
+
+/// `[dpdk]`: how `mtnode run` starts DPDK for the ports whose `backend = "dpdk"` (ignored by
+/// replay and the lab).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DpdkSection {
+    eal_args: Option<Spanned<Vec<String>>>,
+    queues: Option<Spanned<i64>>,
+    batch_size: Option<Spanned<i64>>,
+    cores: Option<Spanned<Vec<i64>>>,
+    mbufs: Option<Spanned<i64>>,
+    rx_desc: Option<Spanned<i64>>,
+    tx_desc: Option<Spanned<i64>>,
+    clock: Option<Spanned<String>>,
+    device_clock_ns: Option<Spanned<i64>>,
+    idle_sleep_us: Option<Spanned<i64>>,
+}
+
+/// The DPDK node's settings (`[dpdk]`), with their defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpdkSettings {
+    /// Passed to `rte_eal_init` as they are (the program name is added in front).
+    pub eal_args: Vec<String>,
+    /// RX/TX queue pairs per port, one worker each (default 1).
+    pub queues: u16,
+    /// Packets per port per poll (default 32, at most 256).
+    pub batch_size: usize,
+    /// Cores to pin workers to (default: every core but the first).
+    pub cores: Vec<usize>,
+    /// Mbufs per queue's pool (default 8191).
+    pub mbufs: u32,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    pub clock: DpdkClockKind,
+    /// ns per unit of the device's RX timestamp (`net_pcap`: microseconds, 1000).
+    pub device_clock_ns: u64,
+    pub idle_sleep_us: u64,
+}
+
+impl Default for DpdkSettings {
+    fn default() -> Self {
+        DpdkSettings {
+            eal_args: Vec::new(),
+            queues: 1,
+            batch_size: 32,
+            cores: Vec::new(),
+            mbufs: 8191,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            clock: DpdkClockKind::System,
+            device_clock_ns: 1000,
+            idle_sleep_us: 0,
+        }
+    }
+}
+
+/// Where a DPDK node's batch time comes from: `clock = "system"` (read once per batch) or
+/// `"device"` (the NIC's RX timestamps, batched as `mtnode replay` batches a pcap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpdkClockKind {
+    System,
+    Device,
+}
+
+/// Which I/O backend runs a port under `mtnode run` (`backend = ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortBackend {
+    /// The file names none (fine for replay and the lab).
+    Unspecified,
+    Afxdp,
+    Dpdk(DpdkPortRef),
+}
+
+/// A DPDK port by ID (`dpdk_port = 0`) or device name (`dpdk_port = "net_pcap0"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DpdkPortRef {
+    Id(i64),
+    Name(String),
 }
 
 /// `[api]`: where the control API listens and the file holding its bearer token.
@@ -97,6 +178,10 @@ pub struct Loaded {
     pub engine: EngineConfig,
     /// Why this file cannot run live (a port without an interface), for [`Loaded::require_live`].
     not_live: Option<ConfigError>,
+    /// `[dpdk]`, when the file has one.
+    pub dpdk: Option<DpdkSettings>,
+    /// Each port's backend, in port order.
+    pub backends: Vec<PortBackend>,
 }
 
 impl Loaded {
@@ -275,6 +360,10 @@ struct PortSection {
     interface: Option<Spanned<String>>,
     /// `mtnode run`: the interface's queue(s) to bind (default 0).
     queue_id: Option<Spanned<QueueIds>>,
+    /// `mtnode run`: `"afxdp"` or `"dpdk"`.
+    backend: Option<Spanned<String>>,
+    /// `mtnode run` on DPDK: the DPDK port, by ID or device name.
+    dpdk_port: Option<Spanned<DpdkPortRef>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -488,6 +577,15 @@ pub fn parse_all(file: &str, src: &str) -> Result<Loaded, ConfigError> {
         Some(e) => parse_engine(&ctx, e)?,
         None => EngineConfig::default(),
     };
+    let dpdk = match &raw.dpdk {
+        Some(d) => Some(parse_dpdk(&ctx, d)?),
+        None => None,
+    };
+    let backends = raw
+        .port
+        .iter()
+        .map(|p| parse_backend(&ctx, p))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Loaded {
         node: build(&ctx, raw)?,
         export,
@@ -495,7 +593,140 @@ pub fn parse_all(file: &str, src: &str) -> Result<Loaded, ConfigError> {
         live_ports,
         engine,
         not_live,
+        dpdk,
+        backends,
     })
+}
+
+/// Highest DPDK port ID (`RTE_MAX_ETHPORTS` - 1 in Debian's build).
+const MAX_DPDK_PORT: u64 = 31;
+
+fn parse_backend(ctx: &Ctx<'_>, p: &PortSection) -> Result<PortBackend, ConfigError> {
+    let backend = match &p.backend {
+        None => None,
+        Some(b) => match b.get_ref().as_str() {
+            "afxdp" => Some(false),
+            "dpdk" => Some(true),
+            other => {
+                return ctx.err(
+                    b.span(),
+                    "port.backend",
+                    format!("`{other}` is not a backend (afxdp or dpdk)"),
+                )
+            }
+        },
+    };
+    match (backend, &p.dpdk_port) {
+        (None, None) => Ok(PortBackend::Unspecified),
+        (Some(false), None) => Ok(PortBackend::Afxdp),
+        (Some(true), None) => ctx.err(
+            p.backend.as_ref().map_or(p.name.span(), |b| b.span()),
+            "port.dpdk_port",
+            format!(
+                "port `{}` has backend = \"dpdk\" but no dpdk_port (an ID or a device name)",
+                p.name.get_ref()
+            ),
+        ),
+        (b, Some(d)) => {
+            if b != Some(true) {
+                return ctx.err(
+                    d.span(),
+                    "port.dpdk_port",
+                    format!(
+                        "port `{}` names a dpdk_port: set backend = \"dpdk\"",
+                        p.name.get_ref()
+                    ),
+                );
+            }
+            match d.get_ref() {
+                DpdkPortRef::Id(i) if !(0..=MAX_DPDK_PORT as i64).contains(i) => ctx.err(
+                    d.span(),
+                    "port.dpdk_port",
+                    format!("{i} is out of range 0..={MAX_DPDK_PORT}"),
+                ),
+                DpdkPortRef::Name(n) if n.is_empty() || n.len() > 63 || n.contains('\0') => ctx
+                    .err(
+                        d.span(),
+                        "port.dpdk_port",
+                        format!("`{n}` is not a DPDK device name (1 to 63 characters)"),
+                    ),
+                r => Ok(PortBackend::Dpdk(r.clone())),
+            }
+        }
+    }
+}
+
+fn parse_dpdk(ctx: &Ctx<'_>, d: &Spanned<DpdkSection>) -> Result<DpdkSettings, ConfigError> {
+    let s = d.get_ref();
+    let mut out = DpdkSettings::default();
+    if let Some(a) = &s.eal_args {
+        if let Some(bad) = a.get_ref().iter().find(|x| x.contains('\0')) {
+            return ctx.err(a.span(), "dpdk.eal_args", format!("{bad:?} contains a NUL"));
+        }
+        out.eal_args = a.get_ref().clone();
+    }
+    let at_least_1 = |v: &Spanned<i64>, field: &str, max: u64| -> Result<u64, ConfigError> {
+        let x = ctx.ranged(v, field, max)?;
+        if x == 0 {
+            return ctx.err(v.span(), field, format!("0 is out of range 1..={max}"));
+        }
+        Ok(x)
+    };
+    if let Some(v) = &s.queues {
+        out.queues = at_least_1(v, "dpdk.queues", 64)? as u16;
+    }
+    if let Some(v) = &s.batch_size {
+        out.batch_size = at_least_1(v, "dpdk.batch_size", 256)? as usize;
+    }
+    if let Some(c) = &s.cores {
+        for x in c.get_ref() {
+            if !(0..=1023).contains(x) {
+                return ctx.err(
+                    c.span(),
+                    "dpdk.cores",
+                    format!("{x} is out of range 0..=1023"),
+                );
+            }
+        }
+        out.cores = c.get_ref().iter().map(|&x| x as usize).collect();
+    }
+    if let Some(v) = &s.mbufs {
+        let x = ctx.ranged(v, "dpdk.mbufs", 1 << 24)?;
+        if x < 256 {
+            return ctx.err(
+                v.span(),
+                "dpdk.mbufs",
+                format!("{x} is out of range 256..={}", 1 << 24),
+            );
+        }
+        out.mbufs = x as u32;
+    }
+    if let Some(v) = &s.rx_desc {
+        out.rx_desc = at_least_1(v, "dpdk.rx_desc", 32768)? as u16;
+    }
+    if let Some(v) = &s.tx_desc {
+        out.tx_desc = at_least_1(v, "dpdk.tx_desc", 32768)? as u16;
+    }
+    if let Some(c) = &s.clock {
+        out.clock = match c.get_ref().as_str() {
+            "system" => DpdkClockKind::System,
+            "device" => DpdkClockKind::Device,
+            other => {
+                return ctx.err(
+                    c.span(),
+                    "dpdk.clock",
+                    format!("`{other}` is not a clock (system or device)"),
+                )
+            }
+        };
+    }
+    if let Some(v) = &s.device_clock_ns {
+        out.device_clock_ns = at_least_1(v, "dpdk.device_clock_ns", 1_000_000_000)?;
+    }
+    if let Some(v) = &s.idle_sleep_us {
+        out.idle_sleep_us = ctx.ranged(v, "dpdk.idle_sleep_us", 1_000_000)?;
+    }
+    Ok(out)
 }
 
 fn parse_api(ctx: &Ctx<'_>, a: &Spanned<ApiSection>) -> Result<ApiConfig, ConfigError> {
@@ -1647,6 +1878,66 @@ dst = "ff00::/8"
         assert_eq!((e.line, e.field.as_str()), (33, "api.token_file"));
         let e = parse_all("a.toml", &with("port = 1")).unwrap_err();
         assert_eq!(e.line, 33);
+        assert!(e.reason.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn dpdk_section_and_backends() {
+        let src = format!(
+            "{}\n[dpdk]\neal_args = [\"--no-huge\", \"-m\", \"512\"]\nqueues = 2\nclock = \"device\"\n",
+            GOOD.replacen(
+                "if_id = 10\n",
+                "if_id = 10\nbackend = \"dpdk\"\ndpdk_port = \"net_pcap0\"\n",
+                1
+            )
+            .replacen("if_id = 11\n", "if_id = 11\nbackend = \"dpdk\"\ndpdk_port = 1\n", 1)
+        );
+        let l = parse_all("d.toml", &src).unwrap();
+        assert_eq!(
+            l.backends,
+            vec![
+                PortBackend::Dpdk(DpdkPortRef::Name("net_pcap0".into())),
+                PortBackend::Dpdk(DpdkPortRef::Id(1)),
+            ]
+        );
+        let d = l.dpdk.unwrap();
+        assert_eq!(d.eal_args, ["--no-huge", "-m", "512"]);
+        assert_eq!(
+            (d.queues, d.batch_size, d.clock),
+            (2, 32, DpdkClockKind::Device)
+        );
+        let plain = parse_all("d.toml", GOOD).unwrap();
+        assert_eq!(plain.dpdk, None);
+        assert_eq!(plain.backends, vec![PortBackend::Unspecified; 2]);
+
+        let refuse = |edit: (&str, &str)| {
+            let bad = src.replacen(edit.0, edit.1, 1);
+            assert_ne!(bad, src, "edit {edit:?} changed nothing");
+            parse_all("d.toml", &bad).unwrap_err()
+        };
+        let e = refuse(("backend = \"dpdk\"", "backend = \"netmap\""));
+        assert_eq!(
+            e.to_string(),
+            "d.toml:10: field `port.backend`: `netmap` is not a backend (afxdp or dpdk)"
+        );
+        let e = refuse(("dpdk_port = 1", "dpdk_port = 32"));
+        assert_eq!((e.line, e.field.as_str()), (17, "port.dpdk_port"));
+        assert_eq!(e.reason, "32 is out of range 0..=31");
+        let e = refuse(("dpdk_port = \"net_pcap0\"\n", ""));
+        assert_eq!((e.line, e.field.as_str()), (10, "port.dpdk_port"));
+        assert!(e.reason.contains("no dpdk_port"), "{e}");
+        let e = refuse(("backend = \"dpdk\"\ndpdk_port = 1", "dpdk_port = 1"));
+        assert_eq!((e.line, e.field.as_str()), (16, "port.dpdk_port"));
+        assert!(e.reason.contains("set backend = \"dpdk\""), "{e}");
+        let e = refuse(("queues = 2", "queues = 0"));
+        assert_eq!(
+            e.to_string(),
+            "d.toml:38: field `dpdk.queues`: 0 is out of range 1..=64"
+        );
+        let e = refuse(("clock = \"device\"", "clock = \"tsc\""));
+        assert_eq!((e.line, e.field.as_str()), (39, "dpdk.clock"));
+        let e = refuse(("queues = 2", "queues = 2\nhugepages = false"));
+        assert_eq!(e.line, 39);
         assert!(e.reason.contains("unknown field"), "{e}");
     }
 

@@ -5,12 +5,16 @@
 //!
 //! Postcard export: the IPFIX codec ([`ipfix`]), the exporter thread that drains the workers'
 //! rings ([`exporter`]), and the collector that rebuilds the multicast tree ([`collector`]).
+//!
+//! With the `dpdk` feature, `dpdk_node` runs the live node on DPDK ports (`mtnode run`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod collector;
 pub mod config;
 pub mod ctl;
+#[cfg(feature = "dpdk")]
+pub mod dpdk_node;
 pub mod exporter;
 pub mod ipfix;
 pub mod lab;

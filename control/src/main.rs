@@ -108,7 +108,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run the node live on AF_XDP ports (root): until SIGINT/SIGTERM, then print final stats.
+    /// Run the node live (root) on AF_XDP ports (every `[[port]]` names an `interface`) or on
+    /// DPDK ports (every port has `backend = "dpdk"`; built with the `dpdk` feature), until
+    /// SIGINT/SIGTERM; then print final stats.
     Run(live::RunArgs),
     /// Collect IPFIX postcards over UDP and rebuild the multicast tree from them.
     Collect {

@@ -28,7 +28,8 @@ use crate::replay::stats_json;
 /// `mtnode run`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// The node's TOML configuration; every `[[port]]` names its `interface` (and `queue_id`).
+    /// The node's TOML configuration: every `[[port]]` names its `interface` (and `queue_id`)
+    /// for AF_XDP, or has `backend = "dpdk"` and a `dpdk_port`.
     #[arg(long)]
     pub config: PathBuf,
     /// Print the final statistics as JSON on stdout.
@@ -37,6 +38,10 @@ pub struct RunArgs {
     /// Stop by itself after this many seconds (default: run until SIGINT or SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// DPDK nodes: stop once traffic has been seen and none arrived for this many
+    /// milliseconds (for a finite source: a net_pcap device replaying a file).
+    #[arg(long)]
+    pub exit_when_idle_ms: Option<u64>,
 }
 
 /// Start the node described by `live` and return its engine (and exporter) running.
@@ -60,7 +65,19 @@ pub fn start(live: &Loaded) -> Result<(Engine, Option<crate::exporter::ExporterH
 
 /// Run the node until a signal or `--duration`; returns the final statistics as JSON.
 pub fn run(args: &RunArgs) -> Result<Value> {
-    let live = config::load_live(&args.config)?;
+    let loaded = config::load_all(&args.config)?;
+    if loaded
+        .backends
+        .iter()
+        .any(|b| matches!(b, config::PortBackend::Dpdk(_)))
+    {
+        return run_dpdk(&loaded, args);
+    }
+    anyhow::ensure!(
+        args.exit_when_idle_ms.is_none(),
+        "--exit-when-idle-ms is for DPDK nodes"
+    );
+    let live = loaded.require_live()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -123,6 +140,20 @@ pub fn run(args: &RunArgs) -> Result<Value> {
         });
     }
     Ok(report)
+}
+
+#[cfg(feature = "dpdk")]
+fn run_dpdk(loaded: &Loaded, args: &RunArgs) -> Result<Value> {
+    crate::dpdk_node::run_loaded(loaded, args, &args.config)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_dpdk(_: &Loaded, args: &RunArgs) -> Result<Value> {
+    anyhow::bail!(
+        "{}: its ports are DPDK ports, and this mtnode was built without the `dpdk` feature \
+         (cargo build --features dpdk)",
+        args.config.display()
+    )
 }
 
 /// The running engine as the control API sees it.
@@ -284,9 +315,21 @@ pub fn render(v: &Value) -> String {
         l["p50"], l["p99"], l["max"], l["count"]
     ));
     let u = &v["umem"];
-    out.push_str(&format!(
-        "  umem frames: {} total, {} free, {} on fill rings, {} in tx, {} leaked\n",
-        u["total"], u["free"], u["in_fill"], u["in_tx"], u["leaked"]
-    ));
+    if u.is_object() {
+        out.push_str(&format!(
+            "  umem frames: {} total, {} free, {} on fill rings, {} in tx, {} leaked\n",
+            u["total"], u["free"], u["in_fill"], u["in_tx"], u["leaked"]
+        ));
+    }
+    let d = &v["dpdk"];
+    if d.is_object() {
+        out.push_str(&format!(
+            "  DPDK rx {} tx {} ({} dropped at TX) in {:.3} s\n",
+            d["rx"],
+            d["tx"],
+            d["tx_dropped"],
+            d["active_s"].as_f64().unwrap_or(0.0)
+        ));
+    }
     out
 }

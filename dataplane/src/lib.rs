@@ -6,6 +6,8 @@
 
 pub mod aqm;
 pub mod branch;
+#[cfg(feature = "dpdk")]
+pub mod dpdk_engine;
 pub mod engine;
 pub mod export;
 pub mod frame;

@@ -1,10 +1,13 @@
 //! I/O backends that feed the pipeline: [`pcap`] file replay and [`mem`] in-process links, over
-//! buffers from a [`BufPool`], and [`afxdp`], live ports whose buffers are frames of an AF_XDP
-//! UMEM. These are the only places buffers are created, and the only modules of the crate where
-//! unsafe code may appear: `afxdp` holds all of it, every other module forbids it.
+//! buffers from a [`BufPool`], [`afxdp`], live ports whose buffers are frames of an AF_XDP
+//! UMEM, and (with the `dpdk` feature) `dpdk`, live ports whose buffers are mbufs. These are the
+//! only places buffers are created, and the only modules of the crate where unsafe code may
+//! appear: `afxdp` and `dpdk` hold all of it, every other module forbids it.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod afxdp;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod mem;
 pub mod pcap;
 

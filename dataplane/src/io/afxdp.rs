@@ -316,6 +316,9 @@ impl fmt::Debug for XskSet {
 
 const NO_SOCKET: u8 = u8::MAX;
 
+/// Frames the kernel sends per `sendto` on a copy-mode socket (`TX_BATCH_SIZE`, net/xdp/xsk.c).
+const COPY_MODE_TX_BATCH: usize = 32;
+
 fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     e.source()
         .and_then(|s| s.downcast_ref::<io::Error>())
@@ -738,8 +741,18 @@ impl XskSet {
                 }
                 s.pending.clear();
             }
-            if s.in_tx > 0 && s.tx.needs_wakeup() && s.tx.wakeup().is_err() {
-                s.wakeup_errors += 1;
+            if s.in_tx > 0 && s.tx.needs_wakeup() {
+                // In copy mode the kernel sends at most TX_BATCH_SIZE (32) frames per
+                // `sendto`, in the call: kick once per 32 just queued, or the rest wait a batch.
+                let kicks = match self.mode {
+                    BindMode::Copy => n.div_ceil(COPY_MODE_TX_BATCH).max(1),
+                    BindMode::ZeroCopy => 1,
+                };
+                for _ in 0..kicks {
+                    if s.tx.wakeup().is_err() {
+                        s.wakeup_errors += 1;
+                    }
+                }
             }
         }
     }

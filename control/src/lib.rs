@@ -10,6 +10,7 @@
 pub mod collector;
 pub mod config;
 pub mod exporter;
+pub mod gen;
 pub mod ipfix;
 pub mod lab;
 pub mod replay;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mtnode_control::{collector, config, ipfix, lab, replay, run as live, sim, topology};
+use mtnode_control::{collector, config, gen, ipfix, lab, replay, run as live, sim, topology};
 
 /// mtnode: a multicast telemetry node (IOAM trace insert/transit/strip, postcards, AQM).
 #[derive(Debug, Parser)]
@@ -84,6 +84,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send multicast UDP streams on an AF_XDP socket and/or count them on others (root).
+    Gen(gen::GenArgs),
     /// Run the node live on AF_XDP ports (root): until SIGINT/SIGTERM, then print final stats.
     Run(live::RunArgs),
     /// Collect IPFIX postcards over UDP and rebuild the multicast tree from them.
@@ -316,6 +318,14 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Run(args) => live::run_and_print(&args)?,
+        Command::Gen(args) => {
+            let report = gen::run(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", gen::render(&report));
+            }
+        }
         Command::Replay {
             config,
             input,

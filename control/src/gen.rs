@@ -399,6 +399,7 @@ fn now_ns() -> u64 {
 
 /// Run the generator and/or the receiver; the report as JSON.
 pub fn run(args: &GenArgs) -> Result<Value> {
+    mtnode_dataplane::io::afxdp::quiet_libbpf();
     if args.tx.is_none() && args.rx.is_empty() {
         bail!("give --tx IF to send, --rx IF[,IF…] to receive, or both");
     }

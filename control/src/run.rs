@@ -57,6 +57,7 @@ pub fn start(live: &LiveConfig) -> Result<(Engine, Option<crate::exporter::Expor
 
 /// Run the node until a signal or `--duration`; returns the final statistics as JSON.
 pub fn run(args: &RunArgs) -> Result<Value> {
+    mtnode_dataplane::io::afxdp::quiet_libbpf();
     let live = config::load_live(&args.config)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -50,6 +50,16 @@ const _: () = assert!(HEADROOM >= XDP_PACKET_HEADROOM);
 const _: () = assert!(HEADROOM + super::MAX_FRAME <= FRAME_SIZE);
 const _: () = assert!(FRAME_SIZE.is_power_of_two());
 
+/// Ask libbpf for warnings only, unless `LIBBPF_LOG_LEVEL` says otherwise: at its default level
+/// it prints a few lines of informational notices per socket (unrecognized ELF sections of
+/// libxdp's default program). Changes the process environment: call it at start, before any
+/// other thread runs.
+pub fn quiet_libbpf() {
+    if std::env::var_os("LIBBPF_LOG_LEVEL").is_none() {
+        std::env::set_var("LIBBPF_LOG_LEVEL", "warn");
+    }
+}
+
 /// Which (interface, queue) a socket binds, and the pipeline port it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XskPortSpec {

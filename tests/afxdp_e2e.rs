@@ -415,3 +415,119 @@ fn gen_counts_what_the_branch_node_delivers() {
     assert_eq!(u(&stats, &["dropped_by_reason", "no_route"]), 1000, "{ctx}");
     assert_eq!(u(&stats, &["packets_out"]), 2000, "{ctx}");
 }
+
+/// Two queues, two workers: every port binds queues 0 and 1 (veth pairs made with two queues
+/// each), `mtnode gen` sends N packets on queue 0 and then N on queue 1 (on veth a frame sent
+/// on queue k arrives on the peer's queue k), and each worker forwards exactly its queue's N to
+/// both branches, where the receivers (bound to both queues' traffic in turn) count them.
+#[test]
+fn two_queues_two_workers() {
+    if !require_root("two_queues_two_workers") {
+        return;
+    }
+    let _one = serial();
+    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-live"));
+    let ends = Netns::new("ends");
+    let node = Netns::new("node");
+    for ns in [&ends, &node] {
+        ns.sysctls(&[
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ]);
+    }
+    for (a, b) in [("g0", "n_in"), ("s1", "n_b1"), ("s2", "n_b2")] {
+        ends.ip([
+            "link",
+            "add",
+            a,
+            "mtu",
+            MTU,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "mtu",
+            MTU,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "netns",
+            node.name(),
+        ]);
+        ends.link_up(a);
+        node.link_up(b);
+    }
+    let conf = node.workdir().join("two-queues.toml");
+    let text = config("encap")
+        .replace(
+            "interface = \"n_in\"",
+            "interface = \"n_in\"\nqueue_id = [0, 1]",
+        )
+        .replace(
+            "interface = \"n_b1\"",
+            "interface = \"n_b1\"\nqueue_id = [0, 1]",
+        )
+        .replace(
+            "interface = \"n_b2\"",
+            "interface = \"n_b2\"\nqueue_id = [0, 1]",
+        );
+    std::fs::write(&conf, text).unwrap();
+    let live = LiveNode::start(&node, bin, &conf);
+    const PER_QUEUE: u64 = 500;
+    for queue in ["0", "1"] {
+        let mut cmd = ends.command([bin.as_os_str()]);
+        cmd.args([
+            "gen",
+            "--tx",
+            "g0",
+            "--rx",
+            "s1,s2",
+            "--queue",
+            queue,
+            "--rate",
+            "10000",
+            "--count",
+            "500",
+            "--duration",
+            "5",
+            "--linger",
+            "0.5",
+            "--size",
+            "200",
+            "--json",
+        ]);
+        let out = mtnode_tests::netns::run_bounded(&mut cmd, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("gen --json");
+        assert_eq!(u(&report, &["tx", "sent"]), PER_QUEUE, "{report:#}");
+        for i in report["rx"]["interfaces"].as_array().unwrap() {
+            let s = &i["streams"][0];
+            assert_eq!(
+                (u(s, &["received"]), u(s, &["lost"])),
+                (PER_QUEUE, 0),
+                "queue {queue}: {report:#}"
+            );
+        }
+    }
+    let (stats, log) = live.stop();
+    let ctx = format!("{stats:#}\n{log}");
+    let workers = stats["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 2, "{ctx}");
+    for (q, w) in workers.iter().enumerate() {
+        assert_eq!(u(w, &["queue_id"]), q as u64, "{ctx}");
+        assert_eq!(u(w, &["packets_in"]), PER_QUEUE, "worker {q}: {ctx}");
+        assert_eq!(u(w, &["packets_out"]), 2 * PER_QUEUE, "worker {q}: {ctx}");
+    }
+    assert_eq!(u(&stats, &["packets_in"]), 2 * PER_QUEUE, "{ctx}");
+    assert_eq!(stats["umem"]["leaked"].as_i64(), Some(0), "{ctx}");
+    assert!(
+        !log.contains("generic"),
+        "both workers bind native XDP (one program per interface, shared): {log}"
+    );
+}

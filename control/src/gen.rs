@@ -41,6 +41,10 @@ pub struct GenArgs {
     /// Receive and count on these interfaces (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub rx: Vec<String>,
+    /// The interfaces' queue to bind (on veth, a frame sent on queue N arrives on the peer's
+    /// queue N).
+    #[arg(long, default_value_t = 0)]
+    pub queue: u32,
     /// ipv6-ssm, ipv4 or bier.
     #[arg(long, default_value = "ipv6-ssm")]
     pub stream: String,
@@ -424,14 +428,14 @@ pub fn run(args: &GenArgs) -> Result<Value> {
         specs.push(XskPortSpec {
             port: 0,
             interface: tx.clone(),
-            queue_id: 0,
+            queue_id: args.queue,
         });
     }
     for (i, r) in args.rx.iter().enumerate() {
         specs.push(XskPortSpec {
             port: i as u16 + 1,
             interface: r.clone(),
-            queue_id: 0,
+            queue_id: args.queue,
         });
     }
     let mut set = XskSet::open(&specs, &XskConfig::default())?;

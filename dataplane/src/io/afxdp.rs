@@ -351,6 +351,11 @@ impl XskSet {
     /// Zero-copy first when `config.zero_copy` allows it, then copy mode; a bind the kernel
     /// refuses as busy is retried until `config.bind_timeout`.
     pub fn open(specs: &[XskPortSpec], config: &XskConfig) -> Result<XskSet, XskError> {
+        // One set at a time in a process: libxdp attaches its program to an interface when
+        // the first socket binds there and reuses it for the next; two workers binding
+        // queues of one interface at once both try to attach, and one is refused.
+        static BINDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = BINDING.lock().unwrap_or_else(|e| e.into_inner());
         if specs.is_empty() || specs.len() >= NO_SOCKET as usize {
             return Err(XskError::Config(format!(
                 "{} sockets in one set (1..{} allowed)",

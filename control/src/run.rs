@@ -129,6 +129,7 @@ fn port_json(config: &NodeConfig, p: &XskPortStats) -> Value {
         "tx_packets": p.tx_packets,
         "tx_bytes": p.tx_bytes,
         "tx_dropped": p.tx_dropped,
+        "rx_invalid": p.rx_invalid,
         "kernel": {
             "rx_dropped": p.kernel_rx_dropped,
             "rx_ring_full": p.kernel_rx_ring_full,

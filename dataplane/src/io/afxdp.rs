@@ -171,6 +171,8 @@ pub struct XskPortStats {
     pub tx_bytes: u64,
     /// Frames this node meant to send and dropped: the TX ring was full.
     pub tx_dropped: u64,
+    /// Received descriptors pointing outside the UMEM (never expected), skipped.
+    pub rx_invalid: u64,
     /// The kernel's counters for the socket (`XDP_STATISTICS`), read on request.
     pub kernel_rx_dropped: u64,
     pub kernel_rx_ring_full: u64,
@@ -187,6 +189,7 @@ impl XskPortStats {
         self.tx_packets += o.tx_packets;
         self.tx_bytes += o.tx_bytes;
         self.tx_dropped += o.tx_dropped;
+        self.rx_invalid += o.rx_invalid;
         self.kernel_rx_dropped += o.kernel_rx_dropped;
         self.kernel_rx_ring_full += o.kernel_rx_ring_full;
         self.kernel_rx_fill_ring_empty += o.kernel_rx_fill_ring_empty;
@@ -650,6 +653,12 @@ impl XskSet {
                 let d = self.scratch[k];
                 let addr = d.addr();
                 let index = XskSet::index_of(addr);
+                if index >= self.frames as usize {
+                    // The kernel only returns addresses it was given; never lend outside the
+                    // mapping if that ever breaks. The frame is lost to the accounting.
+                    self.sockets[si].stats.rx_invalid += 1;
+                    continue;
+                }
                 let head = addr - index * FRAME_SIZE;
                 let len = d.lengths().data().min(FRAME_SIZE - head);
                 self.sockets[si].stats.rx_bytes += len as u64;

@@ -29,6 +29,14 @@ use mtnode_tests::pcapio::write_pcap;
 use serde_json::Value;
 
 const N: usize = 300;
+
+/// The tests of this file run one at a time: each has a busy-polling node, and on a 2-core
+/// machine two of them at once starve the kernel's receive path and lose packets.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 const SOURCE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
 const GROUP: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x8000, 1);
 const NODE_ID: u32 = 2;
@@ -181,7 +189,13 @@ fn run_once(t: &Topo, role: &str, bin: &Path) -> Value {
     let b2 = c2.finish_frames();
     let after = now_ns();
     let (stats, log) = node.stop();
-    let ctx = format!("{role}: {stats:#}\n{log}");
+    let links =
+        |ns: &Netns| String::from_utf8_lossy(&ns.ip(["-s", "link", "show"]).stdout).into_owned();
+    let ctx = format!(
+        "{role}: {stats:#}\n{log}\nsink1: {}\nsink2: {}",
+        links(&t.s1),
+        links(&t.s2)
+    );
 
     for (branch, frames, egress) in [("b1", &b1, IF_B1), ("b2", &b2, IF_B2)] {
         assert_eq!(frames.len(), N, "copies on {branch}: {ctx}");
@@ -306,10 +320,214 @@ fn pim_branch_on_afxdp_sockets() {
     if !require_root("pim_branch_on_afxdp_sockets") {
         return;
     }
+    let _one = serial();
     let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-live"));
     let t = topo();
     run_once(&t, "encap", bin);
     // Straight away, on the same interfaces: the kernel may still be tearing the last
     // sockets down, which the node rides out by retrying its binds.
     run_once(&t, "transit", bin);
+}
+
+/// `mtnode gen` at both ends of the branch node: one namespace sends two IPv6 SSM streams
+/// (ECT(0)) out of g0 and counts what comes back on s1 and s2; the node routes stream 0 only.
+#[test]
+fn gen_counts_what_the_branch_node_delivers() {
+    if !require_root("gen_counts_what_the_branch_node_delivers") {
+        return;
+    }
+    let _one = serial();
+    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-live"));
+    let ends = Netns::new("ends");
+    let node = Netns::new("node");
+    for ns in [&ends, &node] {
+        ns.sysctls(&[
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ]);
+    }
+    veth(&ends, "g0", &node, "n_in");
+    veth(&node, "n_b1", &ends, "s1");
+    veth(&node, "n_b2", &ends, "s2");
+    for (ns, ifname) in [
+        (&ends, "g0"),
+        (&ends, "s1"),
+        (&ends, "s2"),
+        (&node, "n_in"),
+        (&node, "n_b1"),
+        (&node, "n_b2"),
+    ] {
+        ns.ip(["link", "set", "dev", ifname, "mtu", MTU]);
+    }
+    let conf = node.workdir().join("encap.toml");
+    std::fs::write(&conf, config("encap")).unwrap();
+    let live = LiveNode::start(&node, bin, &conf);
+    // 2000 packets at 10 000 per second, alternating streams 0 and 1.
+    let mut cmd = ends.command([bin.as_os_str()]);
+    cmd.args([
+        "gen",
+        "--tx",
+        "g0",
+        "--rx",
+        "s1,s2",
+        "--streams",
+        "2",
+        "--rate",
+        "10000",
+        "--count",
+        "2000",
+        "--duration",
+        "5",
+        "--linger",
+        "0.5",
+        "--size",
+        "300",
+        "--ecn",
+        "ect0",
+        "--json",
+    ]);
+    let out = mtnode_tests::netns::run_bounded(&mut cmd, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (stats, _) = live.stop();
+    let report: Value = serde_json::from_slice(&out.stdout).expect("gen --json");
+    let ctx = format!("{report:#}\n{stats:#}");
+    assert_eq!(u(&report, &["tx", "sent"]), 2000, "{ctx}");
+    let ifs = report["rx"]["interfaces"].as_array().expect("interfaces");
+    assert_eq!(ifs.len(), 2);
+    for i in ifs {
+        let s0 = &i["streams"][0];
+        assert_eq!(u(s0, &["expected"]), 1000, "{ctx}");
+        assert_eq!(u(s0, &["received"]), 1000, "{ctx}");
+        assert_eq!(u(s0, &["lost"]), 0, "{ctx}");
+        assert_eq!(u(s0, &["duplicates"]), 0, "{ctx}");
+        assert_eq!(u(s0, &["ecn", "ect0"]), 1000, "{ctx}");
+        let p50 = s0["delay_us_p50"].as_f64().unwrap();
+        assert!(
+            p50 > 0.0 && p50 < 1_000_000.0,
+            "one-way delay {p50} µs: {ctx}"
+        );
+        // Stream 1's group has no route at the node.
+        let s1 = &i["streams"][1];
+        assert_eq!((u(s1, &["received"]), u(s1, &["lost"])), (0, 1000), "{ctx}");
+    }
+    assert_eq!(u(&report, &["rx", "foreign"]), 0, "{ctx}");
+    assert_eq!(u(&stats, &["packets_in"]), 2000, "{ctx}");
+    assert_eq!(u(&stats, &["dropped_by_reason", "no_route"]), 1000, "{ctx}");
+    assert_eq!(u(&stats, &["packets_out"]), 2000, "{ctx}");
+}
+
+/// Two queues, two workers: every port binds queues 0 and 1 (veth pairs made with two queues
+/// each), `mtnode gen` sends N packets on queue 0 and then N on queue 1 (on veth a frame sent
+/// on queue k arrives on the peer's queue k), and each worker forwards exactly its queue's N to
+/// both branches, where the receivers (bound to both queues' traffic in turn) count them.
+#[test]
+fn two_queues_two_workers() {
+    if !require_root("two_queues_two_workers") {
+        return;
+    }
+    let _one = serial();
+    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-live"));
+    let ends = Netns::new("ends");
+    let node = Netns::new("node");
+    for ns in [&ends, &node] {
+        ns.sysctls(&[
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ]);
+    }
+    for (a, b) in [("g0", "n_in"), ("s1", "n_b1"), ("s2", "n_b2")] {
+        ends.ip([
+            "link",
+            "add",
+            a,
+            "mtu",
+            MTU,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "mtu",
+            MTU,
+            "numtxqueues",
+            "2",
+            "numrxqueues",
+            "2",
+            "netns",
+            node.name(),
+        ]);
+        ends.link_up(a);
+        node.link_up(b);
+    }
+    let conf = node.workdir().join("two-queues.toml");
+    let text = config("encap")
+        .replace(
+            "interface = \"n_in\"",
+            "interface = \"n_in\"\nqueue_id = [0, 1]",
+        )
+        .replace(
+            "interface = \"n_b1\"",
+            "interface = \"n_b1\"\nqueue_id = [0, 1]",
+        )
+        .replace(
+            "interface = \"n_b2\"",
+            "interface = \"n_b2\"\nqueue_id = [0, 1]",
+        );
+    std::fs::write(&conf, text).unwrap();
+    let live = LiveNode::start(&node, bin, &conf);
+    const PER_QUEUE: u64 = 500;
+    for queue in ["0", "1"] {
+        let mut cmd = ends.command([bin.as_os_str()]);
+        cmd.args([
+            "gen",
+            "--tx",
+            "g0",
+            "--rx",
+            "s1,s2",
+            "--queue",
+            queue,
+            "--rate",
+            "10000",
+            "--count",
+            "500",
+            "--duration",
+            "5",
+            "--linger",
+            "0.5",
+            "--size",
+            "200",
+            "--json",
+        ]);
+        let out = mtnode_tests::netns::run_bounded(&mut cmd, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("gen --json");
+        assert_eq!(u(&report, &["tx", "sent"]), PER_QUEUE, "{report:#}");
+        for i in report["rx"]["interfaces"].as_array().unwrap() {
+            let s = &i["streams"][0];
+            assert_eq!(
+                (u(s, &["received"]), u(s, &["lost"])),
+                (PER_QUEUE, 0),
+                "queue {queue}: {report:#}"
+            );
+        }
+    }
+    let (stats, log) = live.stop();
+    let ctx = format!("{stats:#}\n{log}");
+    let workers = stats["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 2, "{ctx}");
+    for (q, w) in workers.iter().enumerate() {
+        assert_eq!(u(w, &["queue_id"]), q as u64, "{ctx}");
+        assert_eq!(u(w, &["packets_in"]), PER_QUEUE, "worker {q}: {ctx}");
+        assert_eq!(u(w, &["packets_out"]), 2 * PER_QUEUE, "worker {q}: {ctx}");
+    }
+    assert_eq!(u(&stats, &["packets_in"]), 2 * PER_QUEUE, "{ctx}");
+    assert_eq!(stats["umem"]["leaked"].as_i64(), Some(0), "{ctx}");
+    assert!(
+        !log.contains("generic"),
+        "both workers bind native XDP (one program per interface, shared): {log}"
+    );
 }

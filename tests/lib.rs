@@ -831,6 +831,10 @@ pub mod netns {
             "-n",
             "-s",
             "0",
+            // With -s 0 each ring slot is as big as the largest packet, so the default 2 MB
+            // holds only a handful: a burst from a busy-polling sender overflows it.
+            "-B",
+            "32768",
             // Per-packet delivery and flushing: the count and the file are right at once.
             "--immediate-mode",
             "-U",

@@ -16,6 +16,7 @@ pub mod ctl;
 #[cfg(feature = "dpdk")]
 pub mod dpdk_node;
 pub mod exporter;
+pub mod gen;
 pub mod ipfix;
 pub mod lab;
 pub mod replay;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mtnode_control::{api, collector, config, ctl, ipfix, lab, replay, run as live, sim, topology};
+use mtnode_control::{
+    api, collector, config, ctl, gen, ipfix, lab, replay, run as live, sim, topology,
+};
 
 /// mtnode: a multicast telemetry node (IOAM trace insert/transit/strip, postcards, AQM).
 #[derive(Debug, Parser)]
@@ -108,6 +110,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send multicast UDP streams on an AF_XDP socket and/or count them on others (root).
+    Gen(gen::GenArgs),
     /// Run the node live (root) on AF_XDP ports (every `[[port]]` names an `interface`) or on
     /// DPDK ports (every port has `backend = "dpdk"`; built with the `dpdk` feature), until
     /// SIGINT/SIGTERM; then print final stats.
@@ -445,6 +449,14 @@ fn run(cli: Cli) -> Result<()> {
             print_ctl(&what, &reply.body, json)?;
         }
         Command::Run(args) => live::run_and_print(&args)?,
+        Command::Gen(args) => {
+            let report = gen::run(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", gen::render(&report));
+            }
+        }
         Command::Replay {
             config,
             input,

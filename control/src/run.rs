@@ -65,6 +65,7 @@ pub fn start(live: &Loaded) -> Result<(Engine, Option<crate::exporter::ExporterH
 
 /// Run the node until a signal or `--duration`; returns the final statistics as JSON.
 pub fn run(args: &RunArgs) -> Result<Value> {
+    mtnode_dataplane::io::afxdp::quiet_libbpf();
     let loaded = config::load_all(&args.config)?;
     if loaded
         .backends
@@ -80,6 +81,9 @@ pub fn run(args: &RunArgs) -> Result<Value> {
     let live = loaded.require_live()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping ends the process at once (exit status 1).
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+            .context("installing signal handlers")?;
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
@@ -224,6 +228,7 @@ fn port_json(config: &NodeConfig, p: &XskPortStats) -> Value {
         "tx_packets": p.tx_packets,
         "tx_bytes": p.tx_bytes,
         "tx_dropped": p.tx_dropped,
+        "rx_invalid": p.rx_invalid,
         "kernel": {
             "rx_dropped": p.kernel_rx_dropped,
             "rx_ring_full": p.kernel_rx_ring_full,

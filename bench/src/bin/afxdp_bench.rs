@@ -229,6 +229,7 @@ fn fwd(args: &Args) -> Result<serde_json::Value, String> {
 }
 
 fn main() -> ExitCode {
+    mtnode_dataplane::io::afxdp::quiet_libbpf();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let args = Args(argv.clone());
     let r = match argv.first().map(String::as_str) {

@@ -50,6 +50,16 @@ const _: () = assert!(HEADROOM >= XDP_PACKET_HEADROOM);
 const _: () = assert!(HEADROOM + super::MAX_FRAME <= FRAME_SIZE);
 const _: () = assert!(FRAME_SIZE.is_power_of_two());
 
+/// Ask libbpf for warnings only, unless `LIBBPF_LOG_LEVEL` says otherwise: at its default level
+/// it prints a few lines of informational notices per socket (unrecognized ELF sections of
+/// libxdp's default program). Changes the process environment: call it at start, before any
+/// other thread runs.
+pub fn quiet_libbpf() {
+    if std::env::var_os("LIBBPF_LOG_LEVEL").is_none() {
+        std::env::set_var("LIBBPF_LOG_LEVEL", "warn");
+    }
+}
+
 /// Which (interface, queue) a socket binds, and the pipeline port it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XskPortSpec {
@@ -161,6 +171,8 @@ pub struct XskPortStats {
     pub tx_bytes: u64,
     /// Frames this node meant to send and dropped: the TX ring was full.
     pub tx_dropped: u64,
+    /// Received descriptors pointing outside the UMEM (never expected), skipped.
+    pub rx_invalid: u64,
     /// The kernel's counters for the socket (`XDP_STATISTICS`), read on request.
     pub kernel_rx_dropped: u64,
     pub kernel_rx_ring_full: u64,
@@ -177,6 +189,7 @@ impl XskPortStats {
         self.tx_packets += o.tx_packets;
         self.tx_bytes += o.tx_bytes;
         self.tx_dropped += o.tx_dropped;
+        self.rx_invalid += o.rx_invalid;
         self.kernel_rx_dropped += o.kernel_rx_dropped;
         self.kernel_rx_ring_full += o.kernel_rx_ring_full;
         self.kernel_rx_fill_ring_empty += o.kernel_rx_fill_ring_empty;
@@ -316,6 +329,9 @@ impl fmt::Debug for XskSet {
 
 const NO_SOCKET: u8 = u8::MAX;
 
+/// Frames the kernel sends per `sendto` on a copy-mode socket (`TX_BATCH_SIZE`, net/xdp/xsk.c).
+const COPY_MODE_TX_BATCH: usize = 32;
+
 fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     e.source()
         .and_then(|s| s.downcast_ref::<io::Error>())
@@ -338,6 +354,11 @@ impl XskSet {
     /// Zero-copy first when `config.zero_copy` allows it, then copy mode; a bind the kernel
     /// refuses as busy is retried until `config.bind_timeout`.
     pub fn open(specs: &[XskPortSpec], config: &XskConfig) -> Result<XskSet, XskError> {
+        // One set at a time in a process: libxdp attaches its program to an interface when
+        // the first socket binds there and reuses it for the next; two workers binding
+        // queues of one interface at once both try to attach, and one is refused.
+        static BINDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = BINDING.lock().unwrap_or_else(|e| e.into_inner());
         if specs.is_empty() || specs.len() >= NO_SOCKET as usize {
             return Err(XskError::Config(format!(
                 "{} sockets in one set (1..{} allowed)",
@@ -632,6 +653,12 @@ impl XskSet {
                 let d = self.scratch[k];
                 let addr = d.addr();
                 let index = XskSet::index_of(addr);
+                if index >= self.frames as usize {
+                    // The kernel only returns addresses it was given; never lend outside the
+                    // mapping if that ever breaks. The frame is lost to the accounting.
+                    self.sockets[si].stats.rx_invalid += 1;
+                    continue;
+                }
                 let head = addr - index * FRAME_SIZE;
                 let len = d.lengths().data().min(FRAME_SIZE - head);
                 self.sockets[si].stats.rx_bytes += len as u64;
@@ -738,8 +765,18 @@ impl XskSet {
                 }
                 s.pending.clear();
             }
-            if s.in_tx > 0 && s.tx.needs_wakeup() && s.tx.wakeup().is_err() {
-                s.wakeup_errors += 1;
+            if s.in_tx > 0 && s.tx.needs_wakeup() {
+                // In copy mode the kernel sends at most TX_BATCH_SIZE (32) frames per
+                // `sendto`, in the call: kick once per 32 just queued, or the rest wait a batch.
+                let kicks = match self.mode {
+                    BindMode::Copy => n.div_ceil(COPY_MODE_TX_BATCH).max(1),
+                    BindMode::ZeroCopy => 1,
+                };
+                for _ in 0..kicks {
+                    if s.tx.wakeup().is_err() {
+                        s.wakeup_errors += 1;
+                    }
+                }
             }
         }
     }

@@ -378,16 +378,18 @@ pub mod pcapio {
     }
 
     pub fn read_pcap(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+        Ok(read_pcap_timed(path)?.into_iter().map(|(_, f)| f).collect())
+    }
+
+    /// Every frame with its capture time.
+    pub fn read_pcap_timed(path: &Path) -> anyhow::Result<Vec<(std::time::Duration, Vec<u8>)>> {
         let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
         let mut r = PcapReader::new(BufReader::new(file))
             .with_context(|| format!("read pcap header of {}", path.display()))?;
         let mut frames = Vec::new();
         while let Some(p) = r.next_packet() {
-            frames.push(
-                p.with_context(|| format!("read {}", path.display()))?
-                    .data
-                    .into_owned(),
-            );
+            let p = p.with_context(|| format!("read {}", path.display()))?;
+            frames.push((p.timestamp, p.data.into_owned()));
         }
         Ok(frames)
     }

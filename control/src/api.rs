@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use hdrhistogram::Histogram;
-use mtnode_dataplane::aqm::QueueCounters;
+pub use mtnode_dataplane::aqm::QueueStats;
 use mtnode_dataplane::engine::LatencySummary;
 use mtnode_dataplane::pipeline::{Counters, DropReason, NodeConfig};
 use mtnode_dataplane::snapshot::ConfigCell;
@@ -91,13 +91,6 @@ fn live_error(field: &str, reason: &str) -> ConfigError {
         field: field.into(),
         reason: reason.into(),
     }
-}
-
-/// One egress queue's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    pub depth: usize,
-    pub counters: QueueCounters,
 }
 
 /// A node's statistics at one moment.
@@ -550,14 +543,12 @@ async fn get_stats(State(s): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
-/// `GET /v1/stats`: the replay's `stats.json` keys plus epoch, queues, latency and postcards.
-fn stats_json(cfg: &NodeConfig, st: &NodeStats, epoch: u32, up: Duration) -> Value {
-    let c = &st.counters;
-    let mut v = crate::replay::stats_json(cfg, c, 0);
-    let queues: Map<String, Value> = cfg
-        .ports
+/// The managed egress queues by port name: depth and counters summed over ECN codepoints.
+pub fn queues_json(cfg: &NodeConfig, queues: &[QueueStats]) -> Value {
+    cfg.ports
         .iter()
-        .zip(&st.queues)
+        .zip(queues)
+        .filter(|(p, _)| p.queue.is_some())
         .map(|(p, q)| {
             let k = &q.counters;
             (
@@ -572,12 +563,19 @@ fn stats_json(cfg: &NodeConfig, st: &NodeStats, epoch: u32, up: Duration) -> Val
                 }),
             )
         })
-        .collect();
+        .collect::<Map<String, Value>>()
+        .into()
+}
+
+/// `GET /v1/stats`: the replay's `stats.json` keys plus epoch, queues, latency and postcards.
+fn stats_json(cfg: &NodeConfig, st: &NodeStats, epoch: u32, up: Duration) -> Value {
+    let c = &st.counters;
+    let mut v = crate::replay::stats_json(cfg, c, 0);
     let obj = v.as_object_mut().expect("stats_json makes an object");
     obj.insert("epoch".into(), epoch.into());
     obj.insert("uptime_s".into(), up.as_secs_f64().into());
     obj.insert("workers".into(), st.workers.into());
-    obj.insert("queues".into(), queues.into());
+    obj.insert("queues".into(), queues_json(cfg, &st.queues));
     obj.insert(
         "postcards".into(),
         json!({"exported": c.postcards_exported, "lost": c.postcards_lost, "suppressed": c.postcards_suppressed}),

@@ -853,14 +853,6 @@ fn parse_live_ports(
                 format!("interface `{name}` is already another port"),
             );
         }
-        if let Some(q) = &p.queue {
-            return ctx.err(
-                q.span(),
-                "port.queue",
-                "managed egress queues (shaper, AQM) run in replay and the lab; `mtnode run` does \
-                 not run them on AF_XDP ports yet",
-            );
-        }
         ports.push(LivePort {
             port: i as u16,
             interface: name.clone(),
@@ -1852,12 +1844,13 @@ dst = "ff00::/8"
         assert_eq!((e.line, e.field.as_str()), (18, "engine.ring_size"), "{e}");
         let e = live(("[[route]]", "[engine]\nzero_copy = \"maybe\"\n\n[[route]]")).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (18, "engine.zero_copy"), "{e}");
-        let e = live((
+        // A live port may have a managed egress queue: the engine runs it.
+        let c = live((
             "interface = \"veth1\"\n",
             "interface = \"veth1\"\n[port.queue]\nlimit_packets = 10\n",
         ))
-        .unwrap_err();
-        assert_eq!((e.line, e.field.as_str()), (16, "port.queue"), "{e}");
+        .unwrap();
+        assert_eq!(c.node.ports[1].queue.as_ref().unwrap().limits.packets, 10);
         // Replay still takes the same file, interfaces and all.
         let src = GOOD.replacen("if_id = 10\n", "if_id = 10\ninterface = \"veth0\"\n", 1);
         assert!(parse("replay.toml", &src).is_ok());

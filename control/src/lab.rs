@@ -21,7 +21,7 @@ use mtnode_dataplane::wire::{
 };
 use serde_json::{json, Value};
 
-use crate::api::{self, ApiServer, NodeStats, QueueStats};
+use crate::api::{self, ApiServer, NodeStats};
 use crate::topology::{Replication, Topology};
 use crate::{collector, ipfix, trace_json};
 
@@ -495,14 +495,7 @@ fn run_inner(
             if let Some(c) = controlled.as_ref().filter(|c| c.node == i) {
                 if let Ok(mut st) = c.handle.stats.lock() {
                     st.counters.clone_from(node.pipeline.counters());
-                    st.queues = node
-                        .queues
-                        .iter()
-                        .map(|q| QueueStats {
-                            depth: q.len(),
-                            counters: q.counters.clone(),
-                        })
-                        .collect();
+                    st.queues = node.queues.iter().map(|q| q.stats()).collect();
                     st.workers = 1;
                 }
             }
@@ -583,12 +576,7 @@ fn run_inner(
                 .queues
                 .iter()
                 .fold(QueueCounters::default(), |mut acc, q| {
-                    for k in 0..4 {
-                        acc.enqueued[k] += q.counters.enqueued[k];
-                        acc.marked[k] += q.counters.marked[k];
-                        acc.early_drops[k] += q.counters.early_drops[k];
-                        acc.overflow_drops[k] += q.counters.overflow_drops[k];
-                    }
+                    acc.merge(&q.counters);
                     acc
                 });
             json!({

@@ -179,7 +179,7 @@ impl api::Node for LiveNode {
                 let s = e.stats();
                 NodeStats {
                     counters: s.counters,
-                    queues: Vec::new(),
+                    queues: s.queues,
                     latency: Some(s.latency),
                     workers: s.workers.len(),
                 }
@@ -246,6 +246,7 @@ pub fn stats_to_json(config: &NodeConfig, s: &EngineStats) -> Value {
     let l = &s.latency;
     v["epoch"] = config.epoch.into();
     v["ports"] = s.ports.iter().map(|p| port_json(config, p)).collect();
+    v["queues"] = api::queues_json(config, &s.queues);
     v["latency_ns"] = json!({
         "count": l.count,
         "p50": l.p50_ns,

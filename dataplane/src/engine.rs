@@ -8,6 +8,12 @@
 //! ([`Engine::stats`]), once per request, never per packet. Latency (RX poll to TX submission)
 //! is a per-worker hdrhistogram recorded once per batch, merged on request.
 //!
+//! A port with a managed egress queue (`[port.queue]`: limits, token-bucket shaper, PIE or RED
+//! with ECN) gets one per worker: forwarded frames are enqueued (the AQM marks or drops at
+//! enqueue), and every loop dequeues what the shaper lets go, writes IOAM's egress fields (queue
+//! depth, transit delay including the queueing, buffer occupancy) as the lab does, and sends.
+//! A worker with frames queued does not sleep.
+//!
 //! It never allocates, locks or makes a syscall per packet: syscalls are per batch (TX kick,
 //! fill-ring wakeup), the stats lock is taken per request.
 #![forbid(unsafe_code)]
@@ -19,9 +25,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
+use crate::aqm::{EgressQueue, QueueStats};
 use crate::export::PostcardRing;
-use crate::io::afxdp::{BindMode, UmemAccounting, XskConfig, XskPortSpec, XskPortStats, XskSet};
-use crate::pipeline::{Counters, CountingSink, Packet, Pipeline, Verdict, MAX_PORTS};
+use crate::io::afxdp::{
+    BindMode, UmemAccounting, UmemBuf, XskConfig, XskPortSpec, XskPortStats, XskSet,
+};
+use crate::ioam::{patch_egress, EgressFacts};
+use crate::pipeline::{Counters, CountingSink, NodeConfig, Packet, Pipeline, Verdict, MAX_PORTS};
 use crate::snapshot::ConfigCell;
 
 /// A port of the node on a live interface.
@@ -100,6 +110,8 @@ pub struct WorkerStats {
     pub mode: Option<BindMode>,
     pub counters: Counters,
     pub ports: Vec<XskPortStats>,
+    /// Per port, its egress queue (default where the port has none).
+    pub queues: Vec<QueueStats>,
     /// RX-poll-to-TX-submission latency of forwarded packets, ns.
     pub latency: Histogram<u64>,
     pub batches: u64,
@@ -125,6 +137,7 @@ impl WorkerStats {
             mode: None,
             counters: Counters::default(),
             ports: Vec::new(),
+            queues: Vec::new(),
             latency: new_histogram(),
             batches: 0,
             idle_polls: 0,
@@ -156,6 +169,8 @@ pub struct EngineStats {
     pub counters: Counters,
     /// Per port (summed over its queues), in port order.
     pub ports: Vec<XskPortStats>,
+    /// Per port, its egress queues summed over the workers.
+    pub queues: Vec<QueueStats>,
     pub latency: LatencySummary,
     pub umem: UmemAccounting,
     pub workers: Vec<WorkerStats>,
@@ -377,6 +392,7 @@ impl Engine {
     fn merge(&self) -> EngineStats {
         let mut counters = Counters::default();
         let mut ports: Vec<XskPortStats> = Vec::new();
+        let mut queues: Vec<QueueStats> = Vec::new();
         let mut hist = new_histogram();
         let mut umem = UmemAccounting::default();
         let mut workers = Vec::new();
@@ -392,6 +408,12 @@ impl Engine {
                         ..p.clone()
                     }),
                 }
+            }
+            if queues.len() < s.queues.len() {
+                queues.resize(s.queues.len(), QueueStats::default());
+            }
+            for (q, w) in queues.iter_mut().zip(&s.queues) {
+                q.merge(w);
             }
             let _ = hist.add(&s.latency);
             umem.merge(&s.umem);
@@ -415,6 +437,7 @@ impl Engine {
         EngineStats {
             counters,
             ports,
+            queues,
             latency,
             umem,
             workers,
@@ -521,6 +544,8 @@ impl WorkerCtx {
         let mut prev_forwarded = 0u64;
         let sleep = Duration::from_micros(self.config.idle_sleep_us);
         let mut served = 0u64;
+        let mut queues = Vec::new();
+        reconfigure_queues(&mut queues, pipeline.config(), now_ns(), &mut set);
         {
             let mut slot = lock(&self.shared.slot);
             slot.core = if pinned { self.core } else { None };
@@ -530,6 +555,7 @@ impl WorkerCtx {
         let _ = self.ready.send((self.queue_id, Ok(notes)));
 
         let publish = |set: &XskSet,
+                       queues: &[Option<EgressQueue<UmemBuf>>],
                        pipeline: &Pipeline,
                        hist: &Histogram<u64>,
                        batches: u64,
@@ -540,6 +566,10 @@ impl WorkerCtx {
             let mut slot = lock(&self.shared.slot);
             slot.counters.clone_from(pipeline.counters());
             slot.ports = set.port_stats();
+            slot.queues = queues
+                .iter()
+                .map(|q| q.as_ref().map(EgressQueue::stats).unwrap_or_default())
+                .collect();
             slot.latency.reset();
             let _ = slot.latency.add(hist);
             slot.batches = batches;
@@ -565,6 +595,7 @@ impl WorkerCtx {
             if req != served {
                 publish(
                     &set,
+                    &queues,
                     &pipeline,
                     &hist,
                     batches,
@@ -577,16 +608,18 @@ impl WorkerCtx {
                 self.shared.served.store(req, Ordering::Release);
             }
             if let Some(cfg) = reader.poll() {
+                reconfigure_queues(&mut queues, &cfg, now, &mut set);
                 pipeline.set_config(cfg);
                 reader.applied();
             }
 
+            let queued = drain_queues(&mut queues, &pipeline, now, &mut set, &mut hist);
             set.flush();
             let n = set.rx(batch_size, now, &mut batch);
             if n == 0 {
                 idle_polls += 1;
                 idle_run = idle_run.saturating_add(1);
-                if !sleep.is_zero() && idle_run > IDLE_POLLS_BEFORE_SLEEP {
+                if !sleep.is_zero() && idle_run > IDLE_POLLS_BEFORE_SLEEP && queued == 0 {
                     std::thread::sleep(sleep);
                 } else {
                     std::hint::spin_loop();
@@ -600,22 +633,36 @@ impl WorkerCtx {
             let mut forwarded = 0u64;
             for p in batch.drain(..) {
                 match p.verdict {
-                    Verdict::Forward(port) => {
-                        if set.send(port, p.frame) {
-                            forwarded += 1;
+                    Verdict::Forward(port) => match queues.get_mut(port as usize) {
+                        Some(Some(q)) => {
+                            if let Err((frame, _)) = q.enqueue(now, p.frame) {
+                                set.free(frame.into_buf());
+                            }
                         }
-                    }
+                        _ => {
+                            if set.send(port, p.frame) {
+                                forwarded += 1;
+                            }
+                        }
+                    },
                     _ => set.free(p.frame.into_buf()),
                 }
             }
+            drain_queues(&mut queues, &pipeline, now, &mut set, &mut hist);
             set.flush();
             prev_now = now;
             prev_forwarded = forwarded;
         }
 
+        for q in queues.iter_mut().flatten() {
+            for e in q.drain() {
+                set.free(e.frame.into_buf());
+            }
+        }
         let umem = set.close(Duration::from_secs(1));
         publish(
             &set,
+            &queues,
             &pipeline,
             &hist,
             batches,
@@ -628,4 +675,63 @@ impl WorkerCtx {
         drop(set);
         self.shared.served.store(u64::MAX, Ordering::Release);
     }
+}
+
+/// Give the ports the egress queues `cfg` asks for: a running queue takes new parameters and
+/// keeps its frames; a queue the config no longer has sends what it holds straight away.
+fn reconfigure_queues(
+    queues: &mut Vec<Option<EgressQueue<UmemBuf>>>,
+    cfg: &NodeConfig,
+    now: u64,
+    set: &mut XskSet,
+) {
+    queues.resize_with(cfg.ports.len().max(queues.len()), || None);
+    for (i, slot) in queues.iter_mut().enumerate() {
+        match (
+            cfg.ports.get(i).and_then(|p| p.queue.as_ref()),
+            slot.as_mut(),
+        ) {
+            (Some(qc), Some(q)) => qc.apply_to(q, now),
+            (Some(qc), None) => *slot = Some(qc.build(now, i as u64 + 1)),
+            (None, Some(q)) => {
+                for e in q.drain() {
+                    set.send(i as u16, e.frame);
+                }
+                *slot = None;
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// Send what the queues' shapers let go at `now`, each frame's IOAM egress fields written
+/// first; returns how many frames stay queued. The latency histogram gets each frame's sojourn.
+fn drain_queues(
+    queues: &mut [Option<EgressQueue<UmemBuf>>],
+    pipeline: &Pipeline,
+    now: u64,
+    set: &mut XskSet,
+    hist: &mut Histogram<u64>,
+) -> usize {
+    let mut left = 0;
+    for (port, q) in queues.iter_mut().enumerate() {
+        let Some(q) = q else { continue };
+        while let Some(mut e) = q.dequeue(now) {
+            let sojourn = now.saturating_sub(e.enqueued_at);
+            patch_egress(
+                e.frame.bytes_mut(),
+                &EgressFacts {
+                    node_id: pipeline.config().node_id,
+                    queue_depth: e.depth_at_enqueue,
+                    queue_sojourn_ns: sojourn,
+                    buffer_occupancy: set.in_use() as u32,
+                },
+            );
+            if set.send(port as u16, e.frame) {
+                hist.saturating_record(sojourn.max(1));
+            }
+        }
+        left += q.len();
+    }
+    left
 }

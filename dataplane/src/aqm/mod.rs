@@ -12,7 +12,7 @@ pub mod shaper;
 
 pub use ecn::Ecn;
 pub use pie::{Pie, PieParams, QueueDelayMode};
-pub use queue::{EgressQueue, QueueCounters, QueueLimits};
+pub use queue::{EgressQueue, QueueCounters, QueueLimits, QueueStats};
 pub use red::{Red, RedParams};
 pub use shaper::TokenBucket;
 

@@ -26,6 +26,34 @@ pub struct QueueCounters {
     pub dequeued_bytes: u64,
 }
 
+impl QueueCounters {
+    /// Add another queue's (or worker's) counters into these.
+    pub fn merge(&mut self, o: &QueueCounters) {
+        for k in 0..4 {
+            self.enqueued[k] += o.enqueued[k];
+            self.marked[k] += o.marked[k];
+            self.early_drops[k] += o.early_drops[k];
+            self.overflow_drops[k] += o.overflow_drops[k];
+        }
+        self.dequeued += o.dequeued;
+        self.dequeued_bytes += o.dequeued_bytes;
+    }
+}
+
+/// A queue's depth and counters, as a worker reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub depth: usize,
+    pub counters: QueueCounters,
+}
+
+impl QueueStats {
+    pub fn merge(&mut self, o: &QueueStats) {
+        self.depth += o.depth;
+        self.counters.merge(&o.counters);
+    }
+}
+
 /// A queued frame with what the egress side needs to know.
 #[derive(Debug)]
 pub struct Entry<B> {
@@ -82,6 +110,19 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> EgressQueue<B> {
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.ring.len()
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            depth: self.ring.len(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Take every frame out, shaper or not (a worker stopping gives its buffers back).
+    pub fn drain(&mut self) -> impl Iterator<Item = Entry<B>> + '_ {
+        self.bytes = 0;
+        self.ring.drain(..)
     }
 
     /// Offer a frame; a refused frame comes back so its buffer can be reused.

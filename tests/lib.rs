@@ -742,6 +742,41 @@ pub mod netns {
     /// MTU of the veth pairs: a 1500-octet packet plus a large IOAM trace still fits.
     pub const VETH_MTU: u32 = 9000;
 
+    /// Generator, node and sink in a line: `g0` (gen) — `n_in` (node) and `n_out` (node) —
+    /// `s0` (sink), with the kernel's IPv6 off in all three (only the test's packets cross the
+    /// links) and MTU 3000 (veth takes native XDP below a page).
+    #[derive(Debug)]
+    pub struct Line {
+        pub gen: Netns,
+        pub node: Netns,
+        pub sink: Netns,
+    }
+
+    pub fn line() -> Line {
+        let l = Line {
+            gen: Netns::new("gen"),
+            node: Netns::new("node"),
+            sink: Netns::new("sink"),
+        };
+        for ns in [&l.gen, &l.node, &l.sink] {
+            ns.sysctls(&[
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"),
+            ]);
+        }
+        veth(&l.gen, "g0", &l.node, "n_in");
+        veth(&l.node, "n_out", &l.sink, "s0");
+        for (ns, ifname) in [
+            (&l.gen, "g0"),
+            (&l.node, "n_in"),
+            (&l.node, "n_out"),
+            (&l.sink, "s0"),
+        ] {
+            ns.ip(["link", "set", "dev", ifname, "mtu", "3000"]);
+        }
+        l
+    }
+
     /// A veth pair `a_if` in `a` — `b_if` in `b`, MTU [`VETH_MTU`], both ends up.
     pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
         veth_with_macs(a, a_if, None, b, b_if, None);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use mtnode_dataplane::ioam::{find_trace, Hops};
 use mtnode_dataplane::wire::IoamTrace;
 use mtnode_tests::frames::{ioam_prealloc_options, parse_ipv6, Udp6};
-use mtnode_tests::netns::{capture, inject_pps, require_root, veth, LiveNode, Netns};
+use mtnode_tests::netns::{capture, inject_pps, line, require_root, Line, LiveNode, Netns};
 use mtnode_tests::pcapio::write_pcap;
 use serde_json::Value;
 
@@ -90,23 +90,7 @@ fn live_node_id_changes_over_the_api_lose_nothing() {
     if !require_root("live_node_id_changes_over_the_api_lose_nothing") {
         return;
     }
-    let (gen, node, sink) = (Netns::new("gen"), Netns::new("node"), Netns::new("sink"));
-    for ns in [&gen, &node, &sink] {
-        ns.sysctls(&[
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ]);
-    }
-    veth(&gen, "g0", &node, "n_in");
-    veth(&node, "n_out", &sink, "s0");
-    for (ns, ifname) in [
-        (&gen, "g0"),
-        (&node, "n_in"),
-        (&node, "n_out"),
-        (&sink, "s0"),
-    ] {
-        ns.ip(["link", "set", "dev", ifname, "mtu", "3000"]);
-    }
+    let Line { gen, node, sink } = line();
     let token_file = node.workdir().join("api.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let conf = node.workdir().join("live.toml");

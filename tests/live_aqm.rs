@@ -16,7 +16,7 @@ use std::time::Duration;
 use mtnode_dataplane::ioam::{find_trace, Hops};
 use mtnode_dataplane::wire::IoamTrace;
 use mtnode_tests::frames::{ioam_prealloc_options, Udp6};
-use mtnode_tests::netns::{capture, inject_pps, require_root, veth, LiveNode, Netns};
+use mtnode_tests::netns::{capture, inject_pps, line, require_root, Line, LiveNode};
 use mtnode_tests::pcapio::{read_pcap_timed, write_pcap};
 use serde_json::Value;
 
@@ -88,23 +88,7 @@ fn pie_marks_and_shapes_on_a_live_port() {
     if !require_root("pie_marks_and_shapes_on_a_live_port") {
         return;
     }
-    let (gen, node, sink) = (Netns::new("gen"), Netns::new("node"), Netns::new("sink"));
-    for ns in [&gen, &node, &sink] {
-        ns.sysctls(&[
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ]);
-    }
-    veth(&gen, "g0", &node, "n_in");
-    veth(&node, "n_out", &sink, "s0");
-    for (ns, ifname) in [
-        (&gen, "g0"),
-        (&node, "n_in"),
-        (&node, "n_out"),
-        (&sink, "s0"),
-    ] {
-        ns.ip(["link", "set", "dev", ifname, "mtu", "3000"]);
-    }
+    let Line { gen, node, sink } = line();
     let conf = node.workdir().join("aqm.toml");
     std::fs::write(&conf, config()).unwrap();
 

@@ -19,6 +19,7 @@ pub mod exporter;
 pub mod gen;
 pub mod ipfix;
 pub mod lab;
+pub mod netns_lab;
 pub mod replay;
 pub mod run;
 pub mod sim;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mtnode_control::{
-    api, collector, config, ctl, gen, ipfix, lab, replay, run as live, sim, topology,
+    api, collector, config, ctl, gen, ipfix, lab, netns_lab, replay, run as live, sim, topology,
 };
 
 /// mtnode: a multicast telemetry node (IOAM trace insert/transit/strip, postcards, AQM).
@@ -70,6 +70,10 @@ enum Command {
         /// The API's bearer token, first line of this file.
         #[arg(long, requires = "api")]
         token_file: Option<PathBuf>,
+        /// Run the topology as live nodes (`mtnode run` on AF_XDP sockets), one network
+        /// namespace per node joined by veth pairs, and compare with the in-process lab (root).
+        #[arg(long, conflicts_with = "api")]
+        netns: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -353,6 +357,7 @@ fn run(cli: Cli) -> Result<()> {
             api,
             api_node,
             token_file,
+            netns,
             json,
         } => {
             let mut topo = load_topology(&topology)?;
@@ -405,10 +410,18 @@ fn run(cli: Cli) -> Result<()> {
                     Some(m) => vec![m],
                     None => vec!["trace", "per-section", "per-hop"],
                 };
-                modes
-                    .iter()
-                    .map(|m| lab::run(&topo, m, &opts))
-                    .collect::<Result<Vec<_>>>()?
+                if netns {
+                    let exe = std::env::current_exe().context("finding the mtnode binary")?;
+                    modes
+                        .iter()
+                        .map(|m| netns_lab::run(&topo, m, &opts, &exe))
+                        .collect::<Result<Vec<_>>>()?
+                } else {
+                    modes
+                        .iter()
+                        .map(|m| lab::run(&topo, m, &opts))
+                        .collect::<Result<Vec<_>>>()?
+                }
             };
             if json {
                 let v = if reports.len() == 1 {
@@ -419,7 +432,11 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for r in &reports {
-                    print!("{}", lab::render(r));
+                    if netns {
+                        print!("{}", netns_lab::render(r));
+                    } else {
+                        print!("{}", lab::render(r));
+                    }
                 }
             }
         }

@@ -97,6 +97,16 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
 /// Run `cmd` to completion, killed after `timeout` (or on Ctrl-C); an error unless it exits 0,
 /// naming the command and carrying its stderr.
 fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    run_until(cmd, timeout, true)
+}
+
+/// [`run_bounded`], for the cleanup: Ctrl-C does not cut it short.
+fn run_cleanup(cmd: &mut Command) -> Result<Output> {
+    run_until(cmd, COMMAND_TIMEOUT, false)
+}
+
+fn run_until(cmd: &mut Command, timeout: Duration, interruptible: bool) -> Result<Output> {
+    let interrupted = || interruptible && interrupted();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -138,18 +148,12 @@ fn ip(args: &[&str]) -> Result<()> {
 /// Kill whatever runs in namespace `name`, then delete it (its veths go with it). Never fails:
 /// it runs from `Drop`.
 fn remove_namespace(name: &str) {
-    if let Ok(out) = run_bounded(
-        Command::new("ip").args(["netns", "pids", name]),
-        COMMAND_TIMEOUT,
-    ) {
+    if let Ok(out) = run_cleanup(Command::new("ip").args(["netns", "pids", name])) {
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = run_bounded(Command::new("kill").args(["-KILL", pid]), COMMAND_TIMEOUT);
+            let _ = run_cleanup(Command::new("kill").args(["-KILL", pid]));
         }
     }
-    if let Err(e) = run_bounded(
-        Command::new("ip").args(["netns", "del", name]),
-        COMMAND_TIMEOUT,
-    ) {
+    if let Err(e) = run_cleanup(Command::new("ip").args(["netns", "del", name])) {
         eprintln!("mtnode lab: could not delete namespace {name}: {e:#}");
     }
 }

@@ -321,7 +321,7 @@ fn pim_branch_on_afxdp_sockets() {
         return;
     }
     let _one = serial();
-    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-live"));
+    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-cli"));
     let t = topo();
     run_once(&t, "encap", bin);
     // Straight away, on the same interfaces: the kernel may still be tearing the last
@@ -337,7 +337,7 @@ fn gen_counts_what_the_branch_node_delivers() {
         return;
     }
     let _one = serial();
-    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-live"));
+    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-cli"));
     let ends = Netns::new("ends");
     let node = Netns::new("node");
     for ns in [&ends, &node] {
@@ -426,7 +426,7 @@ fn two_queues_two_workers() {
         return;
     }
     let _one = serial();
-    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-live"));
+    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-cli"));
     let ends = Netns::new("ends");
     let node = Netns::new("node");
     for ns in [&ends, &node] {

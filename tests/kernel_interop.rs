@@ -412,7 +412,7 @@ timestamp_format = "posix"
 
 fn run_live(chain: &Chain, fixture_name: &str, expect: &Expect) {
     use mtnode_tests::netns::{veth, LiveNode, Netns};
-    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-live"));
+    let bin = Path::new(env!("CARGO_BIN_EXE_mtnode-cli"));
     let originals = read_pcap(&fixture(fixture_name)).unwrap();
     let n = originals.len();
     let gen = Netns::new("gen");

@@ -1057,7 +1057,7 @@ pub mod netns {
         }
     }
 
-    /// A live mtnode (`mtnode run`, or the tests' `mtnode-live`) in a namespace. Started with
+    /// A live mtnode (`mtnode run`, or the tests' `mtnode-cli run`) in a namespace. Started with
     /// [`LiveNode::start`], which returns once the node has bound its sockets; stopped with
     /// SIGTERM by [`LiveNode::stop`], which returns its final statistics (`--json`). Killed on
     /// drop if still running.
@@ -1073,13 +1073,11 @@ pub mod netns {
     pub const LIVE_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
     impl LiveNode {
-        /// Runs `bin run --config CONFIG --json` (or `bin --config …` when `bin` is the
-        /// tests' `mtnode-live`) in `ns`, and waits for its "ready" line.
+        /// Runs `bin run --config CONFIG --json` in `ns` (`bin`: `mtnode` or the tests'
+        /// `mtnode-cli`), and waits for its "ready" line.
         pub fn start(ns: &Netns, bin: &Path, config: &Path) -> LiveNode {
             let mut cmd = ns.command([bin.as_os_str()]);
-            if bin.file_name().is_some_and(|n| n == "mtnode") {
-                cmd.arg("run");
-            }
+            cmd.arg("run");
             cmd.arg("--config")
                 .arg(config)
                 .arg("--json")

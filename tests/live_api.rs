@@ -109,7 +109,7 @@ fn live_node_id_changes_over_the_api_lose_nothing() {
     let input = gen.workdir().join("stream.pcap");
     write_pcap(&input, &sent).unwrap();
 
-    let live = LiveNode::start(&node, Path::new(env!("CARGO_BIN_EXE_mtnode-live")), &conf);
+    let live = LiveNode::start(&node, Path::new(env!("CARGO_BIN_EXE_mtnode-cli")), &conf);
     let (status, body) = curl(&node, &[&format!("{API}/v1/config")]);
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["config"]["node"]["node_id"], 1000);

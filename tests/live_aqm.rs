@@ -110,7 +110,7 @@ fn pie_marks_and_shapes_on_a_live_port() {
     let input = gen.workdir().join("stream.pcap");
     write_pcap(&input, &sent).unwrap();
 
-    let live = LiveNode::start(&node, Path::new(env!("CARGO_BIN_EXE_mtnode-live")), &conf);
+    let live = LiveNode::start(&node, Path::new(env!("CARGO_BIN_EXE_mtnode-cli")), &conf);
     let cap = capture(
         &sink,
         "s0",

@@ -348,6 +348,11 @@ impl Collector {
         let tree = self.tree();
         CollectReport {
             postcards: self.postcards.len(),
+            postcard_bytes: self
+                .postcards
+                .iter()
+                .map(|p| ipfix::record_len(p) as u64)
+                .sum(),
             messages: self.stats.messages,
             templates: self.templates(),
             nodes: tree.nodes,
@@ -409,6 +414,8 @@ pub struct ExporterReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CollectReport {
     pub postcards: usize,
+    /// The postcards' data records, octets (what `mtnode lab` counts as postcard bytes).
+    pub postcard_bytes: u64,
     pub messages: u64,
     pub templates: Vec<LearnedTemplate>,
     pub nodes: Vec<TreeNode>,

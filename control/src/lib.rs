@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod ctl;
@@ -19,6 +20,7 @@ pub mod exporter;
 pub mod gen;
 pub mod ipfix;
 pub mod lab;
+pub mod netns_lab;
 pub mod replay;
 pub mod run;
 pub mod sim;

@@ -98,6 +98,11 @@ fn default_encoding() -> String {
     "explicit".to_string()
 }
 
+/// The interface a live lab node's port `k` is (in the node's own network namespace): `pk`.
+pub fn port_interface(k: usize) -> String {
+    format!("p{k}")
+}
+
 /// The node-ID gap of the `sum` encoding in the lab.
 pub const SUM_GAP: u32 = 16;
 
@@ -402,8 +407,32 @@ impl Topology {
             .collect()
     }
 
-    /// The TOML configuration of node `i` in `mode` ("trace" or "per-section").
+    /// The TOML configuration of node `i` in `mode` ("trace", "per-section" or "per-hop").
     pub fn node_toml(&self, i: usize, mode: &str) -> String {
+        self.node_toml_with(i, mode, false)
+    }
+
+    /// [`Topology::node_toml`] for `mtnode run` (`mtnode lab --netns`): every port names its
+    /// interface ([`port_interface`]: port k is `pk`), the engine stays polite on a small
+    /// machine (small batches, sleeping when idle), and postcards go as IPFIX to `collector`.
+    pub fn live_node_toml(&self, i: usize, mode: &str, collector: std::net::SocketAddr) -> String {
+        let mut s = self.node_toml_with(i, mode, true);
+        let _ = write!(
+            s,
+            "\n[engine]\nbatch_size = 16\nidle_sleep_us = 100\nring_size = 256\n\n\
+             [export]\ncollectors = [\"{collector}\"]\n"
+        );
+        s
+    }
+
+    fn node_toml_with(&self, i: usize, mode: &str, live: bool) -> String {
+        let iface = |k: usize| {
+            if live {
+                format!("interface = \"{}\"\n", port_interface(k))
+            } else {
+                String::new()
+            }
+        };
         let n = &self.nodes[i];
         let kids = self.child_links(i);
         let role = if i == 0 {
@@ -418,14 +447,15 @@ impl Topology {
             n.name, n.id
         );
         let base = (i as u64 + 1) * 100;
-        let _ = write!(s, "[[port]]\nname = \"up\"\nif_id = {base}\n\n");
+        let _ = write!(s, "[[port]]\nname = \"up\"\nif_id = {base}\n{}\n", iface(0));
         let mut port_names = Vec::new();
         for (k, &l) in kids.iter().enumerate() {
             let name = format!("to-{}", self.links[l].to);
             let _ = write!(
                 s,
-                "[[port]]\nname = \"{name}\"\nif_id = {}\n",
-                base + k as u64 + 1
+                "[[port]]\nname = \"{name}\"\nif_id = {}\n{}",
+                base + k as u64 + 1,
+                iface(k + 1)
             );
             if let Some(b) = &self.links[l].bottleneck {
                 let aqm = match b.aqm {
@@ -442,7 +472,12 @@ impl Topology {
             port_names.push(name);
         }
         if kids.is_empty() {
-            let _ = write!(s, "[[port]]\nname = \"rx\"\nif_id = {}\n\n", base + 1);
+            let _ = write!(
+                s,
+                "[[port]]\nname = \"rx\"\nif_id = {}\n{}\n",
+                base + 1,
+                iface(1)
+            );
             s += "[[route]]\nprefix = \"::/0\"\nport = \"rx\"\n\n";
         }
         match self.replication {
@@ -560,6 +595,34 @@ mod tests {
             assert_eq!(c.len(), 8);
             assert_eq!(c[1].pim.routes[0].oil.len(), 2, "B branches to C and E");
             assert_eq!(c[3].pim.routes[0].oil.len(), 3, "D branches three ways");
+        }
+    }
+
+    /// The live form is the lab form plus interfaces, `[engine]` and `[export]`: the same
+    /// node, ports and routes, and it loads as `mtnode run` needs it.
+    #[test]
+    fn live_configs_name_every_port_and_export() {
+        let t = Topology::figure5();
+        let collector: std::net::SocketAddr = "10.255.0.254:4739".parse().unwrap();
+        for mode in ["trace", "per-section", "per-hop"] {
+            for i in 0..t.nodes.len() {
+                let text = t.live_node_toml(i, mode, collector);
+                let l = config::parse_all("live", &text)
+                    .unwrap()
+                    .require_live()
+                    .unwrap();
+                assert_eq!(l.node, config::parse("lab", &t.node_toml(i, mode)).unwrap());
+                assert_eq!(l.live_ports.len(), l.node.ports.len());
+                for (k, p) in l.live_ports.iter().enumerate() {
+                    assert_eq!(
+                        (p.port as usize, p.interface.clone()),
+                        (k, port_interface(k))
+                    );
+                }
+                let e = l.export.as_ref().unwrap();
+                assert_eq!(e.exporter.collectors, [collector]);
+                assert!(l.engine.idle_sleep_us > 0);
+            }
         }
     }
 

@@ -4,6 +4,10 @@
 //! such as `net_pcap` replaying a file) `--exit-when-idle-ms`, then reports its final numbers:
 //! `stats.json`'s keys (as `mtnode replay` writes them) plus a `dpdk` object.
 //!
+//! With an `[api]` section the control API serves the running node exactly as on AF_XDP:
+//! `PATCH /v1/config` publishes to the `ConfigCell` the workers poll between batches, and
+//! `/v1/stats` and `/metrics` merge the workers' numbers on request ([`DpdkMonitor`]).
+//!
 //! DPDK initialises once per process, so a process runs one DPDK node; tests run it as a
 //! subprocess. A node runs one backend for all its ports: forwarding between an AF_XDP socket
 //! and a DPDK port would copy every frame between a UMEM and a mempool.
@@ -14,16 +18,84 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use mtnode_dataplane::dpdk_engine::{self, Clock, DpdkEngineConfig, DpdkPort, StopWhen};
+use mtnode_dataplane::dpdk_engine::{
+    self, Clock, DpdkEngineConfig, DpdkMonitor, DpdkPort, StopWhen,
+};
 use mtnode_dataplane::export::PostcardRing;
 use mtnode_dataplane::io::dpdk::PortSpec;
 use mtnode_dataplane::snapshot::ConfigCell;
 use serde_json::{json, Value};
 
-use crate::config::{DpdkClockKind, DpdkPortRef, Loaded, PortBackend};
+use crate::api::{self, NodeStats};
+use crate::config::{ConfigError, DpdkClockKind, DpdkPortRef, Loaded, PortBackend};
 use crate::exporter::Exporter;
 use crate::replay::{stats_json, BATCH_WINDOW_NS};
-use crate::run::RunArgs;
+use crate::run::{serve_api, RunArgs};
+
+/// The running DPDK node as the control API sees it.
+struct DpdkLiveNode {
+    cell: Arc<ConfigCell>,
+    monitor: Arc<DpdkMonitor>,
+}
+
+impl api::Node for DpdkLiveNode {
+    fn config_cell(&self) -> &Arc<ConfigCell> {
+        &self.cell
+    }
+
+    fn stats(&self) -> NodeStats {
+        let s = self.monitor.stats();
+        NodeStats {
+            counters: s.counters,
+            queues: Vec::new(),
+            latency: Some(s.latency),
+            workers: s.workers,
+        }
+    }
+
+    /// What a DPDK node takes only at restart: its ports (names, backends, devices), the EAL
+    /// and queue settings (`[dpdk]`), and the API itself.
+    fn check_live(&self, running: &Loaded, next: &Loaded) -> Result<(), ConfigError> {
+        let refuse = |field: &str, reason: &str| ConfigError {
+            file: "running node".into(),
+            line: 0,
+            field: field.into(),
+            reason: reason.into(),
+        };
+        let names = |l: &Loaded| {
+            l.node
+                .ports
+                .iter()
+                .map(|p| p.name.clone())
+                .collect::<Vec<_>>()
+        };
+        if names(running) != names(next) {
+            return Err(refuse(
+                "port",
+                "ports cannot be added, removed or renamed while the node runs; restart it",
+            ));
+        }
+        if running.backends != next.backends {
+            return Err(refuse(
+                "port.dpdk_port",
+                "backends and DPDK ports change at restart",
+            ));
+        }
+        if running.dpdk != next.dpdk {
+            return Err(refuse(
+                "dpdk",
+                "the EAL arguments and the DPDK node's settings change at restart",
+            ));
+        }
+        if running.api != next.api {
+            return Err(refuse(
+                "api",
+                "the API's address and token file change at restart",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// The engine's view of a loaded configuration: its DPDK ports and settings.
 pub fn engine_config(loaded: &Loaded) -> Result<(Vec<DpdkPort>, DpdkEngineConfig)> {
@@ -105,20 +177,48 @@ pub fn run_loaded(loaded: &Loaded, args: &RunArgs, path: &Path) -> Result<Value>
         duration: args.duration.map(Duration::from_secs_f64),
         idle: args.exit_when_idle_ms.map(Duration::from_millis),
     };
-    let s = dpdk_engine::run(cell, &ports, &engine, &stop, when, |names| {
-        let list: Vec<String> = names
-            .iter()
-            .map(|(i, n)| format!("{}={n}", loaded.node.ports[*i as usize].name))
-            .collect();
-        tracing::info!(
-            "DPDK node `{}` forwarding on {}",
-            loaded.node.name,
-            list.join(", ")
-        );
-    })
-    .context("DPDK node")?;
+    let monitor = Arc::new(DpdkMonitor::new());
+    // Bound before the EAL starts, so a taken address fails fast; it answers with zero
+    // workers until they poll.
+    let server = match &loaded.api {
+        Some(a) => Some(serve_api(
+            path,
+            a,
+            Arc::new(DpdkLiveNode {
+                cell: Arc::clone(&cell),
+                monitor: Arc::clone(&monitor),
+            }),
+        )?),
+        None => None,
+    };
+    let s = dpdk_engine::run(
+        Arc::clone(&cell),
+        &ports,
+        &engine,
+        &stop,
+        when,
+        &monitor,
+        |names| {
+            let list: Vec<String> = names
+                .iter()
+                .map(|(i, n)| format!("{}={n}", loaded.node.ports[*i as usize].name))
+                .collect();
+            // Scripts and tests wait for this line (the AF_XDP node prints the same).
+            eprintln!(
+                "mtnode run: {} ready on {} (DPDK, epoch {})",
+                loaded.node.name,
+                list.join(" "),
+                cell.epoch()
+            );
+        },
+    );
+    drop(server);
+    let s = s.context("DPDK node")?;
+    let config = cell.load();
 
-    let mut stats = stats_json(&loaded.node, &s.counters, 0);
+    let mut stats = stats_json(&config, &s.counters, 0);
+    stats["epoch"] = config.epoch.into();
+    stats["replicas"] = s.counters.replicas.into();
     if let Some(handle) = exporter {
         let e = handle.shutdown();
         stats["export"] = json!({

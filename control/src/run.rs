@@ -189,11 +189,12 @@ impl api::Node for LiveNode {
     }
 }
 
-/// Serve the control API for the running node, as its config's `[api]` says.
-fn serve_api(
+/// Serve the control API for the running node (either backend's), as its config's `[api]`
+/// says.
+pub(crate) fn serve_api<N: api::Node>(
     file: &std::path::Path,
     a: &config::ApiConfig,
-    node: Arc<LiveNode>,
+    node: Arc<N>,
 ) -> Result<api::ApiServer> {
     let token_file = a
         .token_file

@@ -3,7 +3,8 @@
 //! owns that queue on every port, pinned to a core and registered as an EAL thread (so it gets
 //! its own mempool caches), busy-polling in batches: clock once per batch, configuration
 //! snapshot picked up between batches, replicas from the worker's pool, per-worker counters and
-//! latency histogram merged only at the end. Shutdown stops the workers, then the ports (stopped
+//! latency histogram, published to a [`DpdkMonitor`] when someone asks (between two polls, once
+//! per request: the control API's `/v1/stats`) and merged at the end. Shutdown stops the workers, then the ports (stopped
 //! and closed), then frees the pools and cleans the EAL up, in that order by construction.
 //!
 //! The worker's contract with its backend is [`QueueIo`]'s five calls (`rx`, `alloc`, `send`,
@@ -17,11 +18,12 @@
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
+use crate::engine::LatencySummary;
 use crate::export::PostcardRing;
 use crate::io::dpdk::{
     DpdkError, Eal, EthPort, Mbuf, Mempool, PortSetup, PortSpec, PortStats, QueueCounters, QueueIo,
@@ -111,6 +113,27 @@ pub struct DpdkWorkerStats {
     /// Mbufs the worker still held when it stopped (0 unless something leaked).
     pub held_at_exit: u32,
     pub latency: Histogram<u64>,
+    /// The configuration epoch the worker last applied.
+    pub epoch: u32,
+}
+
+impl DpdkWorkerStats {
+    fn new(queue: u16) -> DpdkWorkerStats {
+        DpdkWorkerStats {
+            queue,
+            core: None,
+            lcore: None,
+            counters: Counters::default(),
+            io: QueueCounters::default(),
+            batches: 0,
+            idle_polls: 0,
+            traces: 0,
+            no_port: 0,
+            held_at_exit: 0,
+            latency: new_histogram(),
+            epoch: 0,
+        }
+    }
 }
 
 /// The node's final numbers.
@@ -168,16 +191,144 @@ impl Progress {
     }
 }
 
+/// One worker's mailbox: a request counter the worker checks once per poll, and the report it
+/// leaves there (under a lock taken once per request, never per packet).
+struct Slot {
+    request: AtomicU64,
+    served: AtomicU64,
+    report: Mutex<DpdkWorkerStats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The running node's numbers, as [`DpdkMonitor::stats`] merges them.
+#[derive(Debug, Clone)]
+pub struct DpdkLiveStats {
+    pub counters: Counters,
+    pub io: QueueCounters,
+    pub latency: LatencySummary,
+    /// Workers polling (0 before the node is up and after it stopped).
+    pub workers: usize,
+    pub batches: u64,
+    pub traces: u64,
+    /// The configuration epoch each worker last applied, in queue order.
+    pub epochs: Vec<u32>,
+}
+
+/// The handle the control plane holds on a running DPDK node: [`run`] registers its workers
+/// here, and [`DpdkMonitor::stats`] asks each for its numbers (answered between two polls) and
+/// merges them, as [`crate::engine::Engine::stats`] does for AF_XDP workers.
+#[derive(Default)]
+pub struct DpdkMonitor {
+    slots: Mutex<Vec<Arc<Slot>>>,
+}
+
+impl std::fmt::Debug for DpdkMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpdkMonitor")
+            .field("workers", &lock(&self.slots).len())
+            .finish()
+    }
+}
+
+impl DpdkMonitor {
+    pub fn new() -> DpdkMonitor {
+        DpdkMonitor::default()
+    }
+
+    /// Ask every worker for its numbers and merge them. A worker that does not answer within
+    /// 1 s (or has stopped) contributes its last report.
+    pub fn stats(&self) -> DpdkLiveStats {
+        let slots: Vec<Arc<Slot>> = lock(&self.slots).clone();
+        let reqs: Vec<u64> = slots
+            .iter()
+            .map(|s| s.request.fetch_add(1, Ordering::AcqRel) + 1)
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for (s, req) in slots.iter().zip(reqs) {
+            while s.served.load(Ordering::Acquire) < req && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        let mut out = DpdkLiveStats {
+            counters: Counters::default(),
+            io: QueueCounters::default(),
+            latency: LatencySummary::default(),
+            workers: slots.len(),
+            batches: 0,
+            traces: 0,
+            epochs: Vec::new(),
+        };
+        let mut hist = new_histogram();
+        for s in &slots {
+            let r = lock(&s.report);
+            out.counters.merge(&r.counters);
+            add_io(&mut out.io, &r.io);
+            let _ = hist.add(&r.latency);
+            out.batches += r.batches;
+            out.traces += r.traces;
+            out.epochs.push(r.epoch);
+        }
+        out.latency = summary(&hist);
+        out
+    }
+
+    fn register(&self, queues: u16) -> Vec<Arc<Slot>> {
+        let slots: Vec<Arc<Slot>> = (0..queues)
+            .map(|q| {
+                Arc::new(Slot {
+                    request: AtomicU64::new(0),
+                    served: AtomicU64::new(0),
+                    report: Mutex::new(DpdkWorkerStats::new(q)),
+                })
+            })
+            .collect();
+        lock(&self.slots).clone_from(&slots);
+        slots
+    }
+
+    fn clear(&self) {
+        lock(&self.slots).clear();
+    }
+}
+
+fn add_io(to: &mut QueueCounters, c: &QueueCounters) {
+    to.rx += c.rx;
+    to.tx += c.tx;
+    to.tx_dropped += c.tx_dropped;
+    to.rx_unusable += c.rx_unusable;
+    to.relocated += c.relocated;
+    to.alloc_failed += c.alloc_failed;
+    to.unstamped += c.unstamped;
+}
+
+/// Latency quantiles of a merged histogram.
+pub fn summary(h: &Histogram<u64>) -> LatencySummary {
+    let q = |x: f64| h.value_at_quantile(x);
+    LatencySummary {
+        count: h.len(),
+        p50_ns: q(0.5),
+        p90_ns: q(0.9),
+        p99_ns: q(0.99),
+        p999_ns: q(0.999),
+        max_ns: h.max(),
+        mean_ns: if h.is_empty() { 0.0 } else { h.mean() },
+    }
+}
+
 /// Run the node on DPDK ports until `stop` is set or `when` says so; `ready` is called once
 /// every port is started and every worker is polling. Returns the final numbers after a clean
 /// shutdown, or the first error (EAL arguments, a missing port, pool memory) with everything
-/// started so far torn down.
+/// started so far torn down. While it runs, `monitor` gives the workers' numbers on request.
 pub fn run(
     cell: Arc<ConfigCell>,
     ports: &[DpdkPort],
     config: &DpdkEngineConfig,
     stop: &AtomicBool,
     when: StopWhen,
+    monitor: &DpdkMonitor,
     ready: impl FnOnce(&[(u16, String)]),
 ) -> Result<DpdkRunStats, DpdkError> {
     let node_ports = cell.load().ports.len();
@@ -255,7 +406,7 @@ pub fn run(
         epoch: Instant::now(),
     };
     let quit = AtomicBool::new(false);
-    let started = Instant::now();
+    let slots = monitor.register(config.queues);
     let workers = std::thread::scope(|s| -> Result<Vec<DpdkWorkerStats>, DpdkError> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), DpdkError>>();
         let mut handles = Vec::new();
@@ -272,6 +423,7 @@ pub fn run(
                 progress: &progress,
                 postcards: config.postcards.get(q as usize).cloned(),
                 ready: ready_tx.clone(),
+                slot: Arc::clone(&slots[q as usize]),
             };
             handles.push(
                 std::thread::Builder::new()
@@ -331,8 +483,9 @@ pub fn run(
             Some(e) => Err(e),
             None => Ok(stats),
         }
-    })?;
-    let _ = started;
+    });
+    monitor.clear();
+    let workers = workers?;
 
     let pool_in_use_before_close = pools.iter().map(|p| p.in_use()).collect();
     let port_stats = eth
@@ -352,13 +505,7 @@ pub fn run(
     let (mut batches, mut traces) = (0, 0);
     for w in &workers {
         counters.merge(&w.counters);
-        io.rx += w.io.rx;
-        io.tx += w.io.tx;
-        io.tx_dropped += w.io.tx_dropped;
-        io.rx_unusable += w.io.rx_unusable;
-        io.relocated += w.io.relocated;
-        io.alloc_failed += w.io.alloc_failed;
-        io.unstamped += w.io.unstamped;
+        add_io(&mut io, &w.io);
         let _ = latency.add(&w.latency);
         batches += w.batches;
         traces += w.traces;
@@ -391,6 +538,7 @@ struct Worker<'s, 'p> {
     progress: &'s Progress,
     postcards: Option<Arc<PostcardRing>>,
     ready: std::sync::mpsc::Sender<Result<(), DpdkError>>,
+    slot: Arc<Slot>,
 }
 
 impl<'p> Worker<'_, 'p> {
@@ -401,17 +549,9 @@ impl<'p> Worker<'_, 'p> {
         // After pinning: DPDK takes the thread's affinity as the lcore's.
         let registration = self.eal.register_thread();
         let mut stats = DpdkWorkerStats {
-            queue: self.queue,
             core: if pinned { self.core } else { None },
             lcore: registration.as_ref().map(|r| r.lcore_id()),
-            counters: Counters::default(),
-            io: QueueCounters::default(),
-            batches: 0,
-            idle_polls: 0,
-            traces: 0,
-            no_port: 0,
-            held_at_exit: 0,
-            latency: new_histogram(),
+            ..DpdkWorkerStats::new(self.queue)
         };
         let batch_size = self.config.batch_size;
         let mut io = match QueueIo::new(
@@ -439,9 +579,17 @@ impl<'p> Worker<'_, 'p> {
         let mut idle_run = 0u32;
         let mut prev = (0u64, 0u64);
         let sleep = Duration::from_micros(self.config.idle_sleep_us);
+        let mut served = 0u64;
         let _ = self.ready.send(Ok(()));
 
         while !self.quit.load(Ordering::Acquire) {
+            let req = self.slot.request.load(Ordering::Acquire);
+            if req != served {
+                stats.epoch = reader.epoch();
+                self.publish(&mut stats, &pipeline, &io, &sink);
+                served = req;
+                self.slot.served.store(req, Ordering::Release);
+            }
             if let Some(cfg) = reader.poll() {
                 pipeline.set_config(cfg);
                 reader.applied();
@@ -517,9 +665,28 @@ impl<'p> Worker<'_, 'p> {
         stats.no_port = io.no_port;
         stats.traces = sink.traces;
         stats.held_at_exit = io.held();
+        stats.epoch = reader.epoch();
         drop(io);
         drop(registration);
+        lock(&self.slot.report).clone_from(&stats);
+        self.slot.served.store(u64::MAX, Ordering::Release);
         stats
+    }
+
+    /// Leave this worker's numbers so far in its slot (once per request).
+    fn publish(
+        &self,
+        stats: &mut DpdkWorkerStats,
+        pipeline: &Pipeline,
+        io: &QueueIo<'p>,
+        sink: &CountingSink,
+    ) {
+        stats.counters.clone_from(pipeline.counters());
+        stats.io = io.counters;
+        stats.no_port = io.no_port;
+        stats.traces = sink.traces;
+        let mut r = lock(&self.slot.report);
+        r.clone_from(stats);
     }
 }
 

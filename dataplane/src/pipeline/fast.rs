@@ -13,7 +13,7 @@
 use core::ops::Range;
 
 use super::{
-    is_multicast6, selects, Forwarding, NodeConfig, Packet, Pipeline, Sink, TraceEvent, TraceMode,
+    is_multicast6, Forwarding, NodeConfig, Packet, Pipeline, Prefix, Sink, TraceEvent, TraceMode,
     Verdict, IPFIX_PORT, IPFIX_TLS_PORT, MAX_PORTS,
 };
 use crate::frame::{Frame, HEADROOM};
@@ -40,9 +40,59 @@ pub(super) struct Fast {
     /// The namespaces a received trace may belong to (not encapsulating, not per-hop), as
     /// `(namespace ID, index)` in configuration order: the first match is the general path's.
     traced: Vec<(u16, usize)>,
-    /// The encapsulating namespaces in configuration order, each with what a new Hop-by-Hop
-    /// header adds when the fast path can insert it (`None`: per-hop DEX, or no plan).
-    encaps: Vec<(usize, Option<EncapBlock>)>,
+    /// The encapsulating namespaces in configuration order.
+    encaps: Vec<Encap>,
+    /// Some selector has a prefix longer than 128 bits: the general path decides.
+    odd_selector: bool,
+}
+
+/// An encapsulating namespace as the fast path matches and inserts it.
+#[derive(Debug)]
+struct Encap {
+    ns_index: usize,
+    select: Vec<MaskSelector>,
+    /// What a new Hop-by-Hop header adds when the fast path can insert it (`None`: per-hop
+    /// DEX, or no plan).
+    block: Option<EncapBlock>,
+}
+
+/// A [`super::Selector`] with its prefixes as 128-bit value and mask: one XOR and AND per
+/// address instead of a slice compare.
+#[derive(Debug, Clone, Copy)]
+struct MaskSelector {
+    src: (u128, u128),
+    dst: (u128, u128),
+    dscp: Option<u8>,
+    udp_dst_port: Option<u16>,
+}
+
+impl MaskSelector {
+    /// `None` for a prefix longer than the address, which [`Prefix::matches`] cannot take.
+    fn new(s: &super::Selector) -> Option<MaskSelector> {
+        let mask = |p: Option<Prefix<16>>| match p {
+            None => Some((0, 0)),
+            Some(p) if p.len > 128 => None,
+            Some(p) => {
+                let m = u128::MAX.checked_shl(128 - p.len as u32).unwrap_or(0);
+                Some((u128::from_be_bytes(p.addr) & m, m))
+            }
+        };
+        Some(MaskSelector {
+            src: mask(s.src)?,
+            dst: mask(s.dst)?,
+            dscp: s.dscp,
+            udp_dst_port: s.udp_dst_port,
+        })
+    }
+
+    /// [`super::selects`], on addresses as integers.
+    #[inline]
+    fn selects(&self, src: u128, dst: u128, dscp: u8, udp: Option<u16>) -> bool {
+        (src ^ self.src.0) & self.src.1 == 0
+            && (dst ^ self.dst.0) & self.dst.1 == 0
+            && self.dscp.is_none_or(|d| d == dscp)
+            && self.udp_dst_port.is_none_or(|port| udp == Some(port))
+    }
 }
 
 /// The octets an encapsulating namespace puts in front of the upper layer in a new Hop-by-Hop
@@ -96,16 +146,23 @@ impl Fast {
                 .map(|(i, n)| (n.id, i))
                 .collect(),
             encaps: ns
+                .clone()
                 .filter(|(_, n)| n.role == Role::Encap)
-                .map(|(i, n)| {
+                .map(|(ns_index, n)| {
                     let dex = n.mode == TraceMode::PerHop && n.dex.is_some();
-                    let block = n
-                        .plan
-                        .filter(|_| !dex)
-                        .and_then(|p| EncapBlock::new(&p, &n.node));
-                    (i, block)
+                    Encap {
+                        ns_index,
+                        select: n.select.iter().filter_map(MaskSelector::new).collect(),
+                        block: n
+                            .plan
+                            .filter(|_| !dex)
+                            .and_then(|p| EncapBlock::new(&p, &n.node)),
+                    }
                 })
                 .collect(),
+            odd_selector: ns
+                .filter(|(_, n)| n.role == Role::Encap)
+                .any(|(_, n)| n.select.iter().any(|s| MaskSelector::new(s).is_none())),
         }
     }
 }
@@ -148,7 +205,8 @@ impl Pipeline {
         if fast.off {
             return false;
         }
-        let b = p.frame.bytes();
+        let (rx, rx_ns) = (p.rx_port, p.rx_ns);
+        let b = p.frame.bytes_mut();
         let len = b.len();
         let Some(h) = b.first_chunk::<HBH>() else {
             return false;
@@ -162,7 +220,6 @@ impl Pipeline {
         }
         let nh = h[L3 + 6];
         let mut hop_limit = h[L3 + 7];
-        let rx = p.rx_port;
         let port = if fast.bump {
             match self.bump_egress(rx) {
                 Some(port) => port,
@@ -190,7 +247,7 @@ impl Pipeline {
             egress_if: tx_if.map_or(u16::MAX, |x| x.if_id),
             ingress_if_wide: rx_if.map_or(u32::MAX, |x| x.if_id_wide),
             egress_if_wide: tx_if.map_or(u32::MAX, |x| x.if_id_wide),
-            rx_ns: p.rx_ns,
+            rx_ns,
             now_ns,
             queue_depth: self.queued[q],
             buffer_occupancy: self.buffer_occupancy,
@@ -213,8 +270,9 @@ impl Pipeline {
             }
             let ns_id = u16::from_be_bytes([t[0], t[1]]);
             let Some(&(_, ns_index)) = fast.traced.iter().find(|(id, _)| *id == ns_id) else {
+                b[L3 + 7] = hop_limit;
                 self.counters.passthrough += 1;
-                return self.fast_out(p, port, q, hop_limit);
+                return self.fast_out(&mut p.verdict, len, port, q);
             };
             let ns = &config.namespaces[ns_index];
             let range = TRACE..TRACE + opt_len - 2;
@@ -226,14 +284,14 @@ impl Pipeline {
                 // As the general path records at the end node: the egress's short ID only.
                 facts.egress_if_wide = u32::MAX;
                 facts.queue_depth = 0;
-                self.fast_record(p, range.clone(), trace_type, remaining, &ns.node, &facts);
-                let bytes = p.frame.bytes();
+                b[L3 + 7] = hop_limit;
+                self.fast_record(b, range.clone(), trace_type, remaining, &ns.node, &facts);
                 sink.trace(&TraceEvent {
                     index,
-                    rx_port: p.rx_port,
-                    rx_ns: p.rx_ns,
+                    rx_port: rx,
+                    rx_ns,
                     timestamp_format: ns.node.timestamp_format,
-                    trace: IoamTrace::new_unchecked(&bytes[range]),
+                    trace: IoamTrace::new_unchecked(&b[range]),
                 });
                 let loc = TraceLocation {
                     hbh: HBH,
@@ -242,12 +300,13 @@ impl Pipeline {
                 };
                 decapsulate(&mut p.frame, L3, &loc);
                 self.counters.decap += 1;
-                return self.fast_out(p, port, q, hop_limit);
+                return self.fast_out(&mut p.verdict, p.frame.len(), port, q);
             }
             // Transit (a per-section namespace only breaks the section at a branch point).
+            b[L3 + 7] = hop_limit;
             self.counters.transit += 1;
-            self.fast_record(p, range, trace_type, remaining, &ns.node, &facts);
-            return self.fast_out(p, port, q, hop_limit);
+            self.fast_record(b, range, trace_type, remaining, &ns.node, &facts);
+            return self.fast_out(&mut p.verdict, len, port, q);
         }
         // No Hop-by-Hop header: encapsulate if a namespace selects the packet.
         let udp_port = match nh {
@@ -257,21 +316,23 @@ impl Pipeline {
             ipv6::next_header::DEST_OPTS => return false,
             _ => None,
         };
-        if udp_port.is_some_and(|p| p == IPFIX_PORT || p == IPFIX_TLS_PORT) {
+        if udp_port.is_some_and(|p| p == IPFIX_PORT || p == IPFIX_TLS_PORT) || fast.odd_selector {
             return false;
         }
-        let src: &[u8; 16] = h[L3 + 8..L3 + 24].try_into().expect("16 octets");
-        let dst: &[u8; 16] = h[L3 + 24..HBH].try_into().expect("16 octets");
+        let src = u128::from_be_bytes(h[L3 + 8..L3 + 24].try_into().expect("16 octets"));
+        let dst = u128::from_be_bytes(h[L3 + 24..HBH].try_into().expect("16 octets"));
         let dscp = ((u16::from_be_bytes([h[L3], h[L3 + 1]]) >> 4) as u8) >> 2;
-        let selected = fast.encaps.iter().find(|(i, _)| {
-            config.namespaces[*i]
-                .select
-                .iter()
-                .any(|s| selects(s, src, dst, dscp, udp_port))
-        });
-        let Some((ns_index, block)) = selected else {
+        let selected = fast
+            .encaps
+            .iter()
+            .find(|e| e.select.iter().any(|s| s.selects(src, dst, dscp, udp_port)));
+        let Some(Encap {
+            ns_index, block, ..
+        }) = selected
+        else {
+            b[L3 + 7] = hop_limit;
             self.counters.passthrough += 1;
-            return self.fast_out(p, port, q, hop_limit);
+            return self.fast_out(&mut p.verdict, len, port, q);
         };
         let Some(block) = block else {
             return false;
@@ -286,25 +347,30 @@ impl Pipeline {
         b[HBH] = nh;
         b[L3 + 6] = ipv6::next_header::HOP_BY_HOP;
         b[L3 + 4..L3 + 6].copy_from_slice(&(payload_len as u16).to_be_bytes());
+        b[L3 + 7] = hop_limit;
         let node = &config.namespaces[*ns_index].node;
         let slot = &mut b[HBH + block.slot.start..HBH + block.slot.end];
-        ioam::write_slot(slot, block.trace_type, node, &facts);
+        match <&mut [u8; 20]>::try_from(&mut *slot) {
+            Ok(slot) if block.trace_type == ioam::TRACE_TYPE_BITS0_4 => {
+                ioam::write_slot_bits0_4(slot, node, &facts)
+            }
+            _ => ioam::write_slot(slot, block.trace_type, node, &facts),
+        }
         self.counters.encap += 1;
-        self.fast_out(p, port, q, hop_limit)
+        self.fast_out(&mut p.verdict, len + s, port, q)
     }
 
     /// [`ioam::record`] on the checked trace at `range`, counting an overflow.
     #[inline]
-    fn fast_record<B: AsRef<[u8]> + AsMut<[u8]>>(
+    fn fast_record(
         &mut self,
-        p: &mut Packet<B>,
+        b: &mut [u8],
         range: Range<usize>,
         trace_type: u32,
         remaining: usize,
         node: &ioam::NodeData,
         facts: &HopFacts,
     ) {
-        let b = p.frame.bytes_mut();
         if trace_type == ioam::TRACE_TYPE_BITS0_4 && remaining >= 5 {
             let start = range.start + TRACE_HEADER_LEN + (remaining - 5) * 4;
             if let Some(slot) = b.get_mut(start..start + 20) {
@@ -319,23 +385,14 @@ impl Pipeline {
         }
     }
 
-    /// The general path's `finish` for one destination, and a routing node's hop-limit
-    /// decrement.
+    /// The general path's `finish` for one destination of a packet now `len` octets long.
     #[inline]
-    fn fast_out<B: AsRef<[u8]> + AsMut<[u8]>>(
-        &mut self,
-        p: &mut Packet<B>,
-        port: u16,
-        q: usize,
-        hop_limit: u8,
-    ) -> bool {
-        let b = p.frame.bytes_mut();
-        b[L3 + 7] = hop_limit;
+    fn fast_out(&mut self, verdict: &mut Verdict, len: usize, port: u16, q: usize) -> bool {
         self.counters.packets_out += 1;
-        self.counters.bytes_out += b.len() as u64;
+        self.counters.bytes_out += len as u64;
         self.counters.tx_by_port[q] += 1;
         self.queued[q] += 1;
-        p.verdict = Verdict::Forward(port);
+        *verdict = Verdict::Forward(port);
         true
     }
 }
@@ -438,11 +495,25 @@ mod tests {
             node: n,
             plan: Some(EncapPlan::new(3, 0xc0_0000, 2, &n)),
             dex: None,
-            select: vec![Selector {
-                udp_dst_port: Some(5001),
-                dscp: Some(0),
-                ..Selector::default()
-            }],
+            select: vec![
+                Selector {
+                    udp_dst_port: Some(5001),
+                    dscp: Some(0),
+                    ..Selector::default()
+                },
+                Selector {
+                    src: Some(prefix(
+                        [0x20, 1, 0xd, 0xb8, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        35,
+                    )),
+                    dst: Some(prefix(
+                        [0x20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        16,
+                    )),
+                    dscp: Some(0),
+                    ..Selector::default()
+                },
+            ],
         });
         let mut s = [0u8; 16];
         s[..4].copy_from_slice(&[0x20, 1, 0xd, 0xb8]);

@@ -35,21 +35,55 @@ pub(super) struct Fast {
     /// Tests switch the fast path off to compare it with the general path.
     #[cfg(test)]
     off: bool,
-    /// The node is a bump in the wire.
-    bump: bool,
-    /// The namespaces a received trace may belong to (not encapsulating, not per-hop), as
-    /// `(namespace ID, index)` in configuration order: the first match is the general path's.
-    traced: Vec<(u16, usize)>,
+    /// The node routes; otherwise it is a bump in the wire and `bump` has its egress.
+    route: bool,
+    /// A bump's egress and interface IDs by receiving port.
+    bump: Vec<Hop>,
+    /// The namespaces a received trace may belong to (not encapsulating, not per-hop), in
+    /// configuration order: the first match is the general path's.
+    traced: Vec<Traced>,
     /// The encapsulating namespaces in configuration order.
     encaps: Vec<Encap>,
     /// Some selector has a prefix longer than 128 bits: the general path decides.
     odd_selector: bool,
 }
 
+/// Where a packet leaves and the interface IDs its slot records.
+#[derive(Debug, Clone, Copy)]
+struct Hop {
+    port: u16,
+    ingress_if: u16,
+    egress_if: u16,
+    ingress_if_wide: u32,
+    egress_if_wide: u32,
+}
+
+impl Hop {
+    fn new(config: &NodeConfig, rx: u16, port: u16) -> Hop {
+        let rx_if = config.ports.get(rx as usize);
+        let tx_if = config.ports.get(port as usize);
+        Hop {
+            port,
+            ingress_if: rx_if.map_or(u16::MAX, |x| x.if_id),
+            egress_if: tx_if.map_or(u16::MAX, |x| x.if_id),
+            ingress_if_wide: rx_if.map_or(u32::MAX, |x| x.if_id_wide),
+            egress_if_wide: tx_if.map_or(u32::MAX, |x| x.if_id_wide),
+        }
+    }
+}
+
+/// A transit or decapsulating namespace, with the node data its slot takes.
+#[derive(Debug)]
+struct Traced {
+    id: u16,
+    decap: bool,
+    node: ioam::NodeData,
+}
+
 /// An encapsulating namespace as the fast path matches and inserts it.
 #[derive(Debug)]
 struct Encap {
-    ns_index: usize,
+    node: ioam::NodeData,
     select: Vec<MaskSelector>,
     /// What a new Hop-by-Hop header adds when the fast path can insert it (`None`: per-hop
     /// DEX, or no plan).
@@ -139,19 +173,38 @@ impl Fast {
         Fast {
             #[cfg(test)]
             off: false,
-            bump: config.forwarding == Forwarding::Bump,
+            route: config.forwarding == Forwarding::Route,
+            bump: match config.forwarding {
+                Forwarding::Route => Vec::new(),
+                Forwarding::Bump => (0..config.ports.len() as u16)
+                    .map_while(|rx| {
+                        let n = config.ports.len() as u16;
+                        // Pipeline::bump_egress: the other port, or the first that is not rx.
+                        let port = if n == 2 {
+                            u16::from(rx == 0)
+                        } else {
+                            (0..n).find(|&i| i != rx)?
+                        };
+                        Some(Hop::new(config, rx, port))
+                    })
+                    .collect(),
+            },
             traced: ns
                 .clone()
                 .filter(|(_, n)| n.role != Role::Encap && n.mode != TraceMode::PerHop)
-                .map(|(i, n)| (n.id, i))
+                .map(|(_, n)| Traced {
+                    id: n.id,
+                    decap: n.role == Role::Decap,
+                    node: n.node,
+                })
                 .collect(),
             encaps: ns
                 .clone()
                 .filter(|(_, n)| n.role == Role::Encap)
-                .map(|(ns_index, n)| {
+                .map(|(_, n)| {
                     let dex = n.mode == TraceMode::PerHop && n.dex.is_some();
                     Encap {
-                        ns_index,
+                        node: n.node,
                         select: n.select.iter().filter_map(MaskSelector::new).collect(),
                         block: n
                             .plan
@@ -172,19 +225,39 @@ impl Fast {
 /// Returns the option's length octet, or `None` for anything else (the general path decides).
 #[inline]
 fn own_trace_layout(b: &[u8], packet_end: usize) -> Option<usize> {
-    let h = b.get(HBH..TRACE + TRACE_HEADER_LEN)?;
+    let h: &[u8; 8] = b.get(HBH..HBH + 8)?.try_into().ok()?;
+    // PadN(0) at octets 2–3, option type 0x31 or 0x11 at 4 (they differ in one bit), IOAM
+    // type Pre-allocated Trace at 7: one compare.
+    const MASK: u64 = u64::from_be_bytes([
+        0,
+        0,
+        0xff,
+        0xff,
+        !(option_type::IOAM ^ option_type::IOAM_CHG),
+        0,
+        0,
+        0xff,
+    ]);
+    const WANT: u64 = u64::from_be_bytes([
+        0,
+        0,
+        option_type::PADN,
+        0,
+        option_type::IOAM & option_type::IOAM_CHG,
+        0,
+        0,
+        ioam_type::PREALLOCATED_TRACE,
+    ]);
+    if u64::from_be_bytes(*h) & MASK != WANT {
+        return None;
+    }
     let hlen = (h[1] as usize + 1) * 8;
-    let (kind, len) = (h[4], h[5] as usize);
-    let end = 6 + len;
+    let end = 6 + h[5] as usize;
     let ok = HBH + hlen <= packet_end
-        && h[2] == option_type::PADN
-        && h[3] == 0
-        && (kind == option_type::IOAM_CHG || kind == option_type::IOAM)
-        && h[7] == ioam_type::PREALLOCATED_TRACE
         && end <= hlen
         && hlen - end < 8
         && ioam::is_our_padding(&b[HBH + end..HBH + hlen]);
-    ok.then_some(len)
+    ok.then_some(h[5] as usize)
 }
 
 impl Pipeline {
@@ -220,12 +293,7 @@ impl Pipeline {
         }
         let nh = h[L3 + 6];
         let mut hop_limit = h[L3 + 7];
-        let port = if fast.bump {
-            match self.bump_egress(rx) {
-                Some(port) => port,
-                None => return false,
-            }
-        } else {
+        let hop = if fast.route {
             let dst: &[u8; 16] = h[L3 + 24..HBH].try_into().expect("16 octets");
             if is_multicast6(dst) && !config.pim.routes.is_empty() {
                 return false;
@@ -233,20 +301,24 @@ impl Pipeline {
             match config.routes6.iter().find(|r| r.prefix.matches(dst)) {
                 Some(r) if hop_limit > 1 => {
                     hop_limit -= 1;
-                    r.port
+                    Hop::new(config, rx, r.port)
                 }
                 _ => return false,
             }
+        } else {
+            match fast.bump.get(rx as usize) {
+                Some(hop) => *hop,
+                None => return false,
+            }
         };
+        let port = hop.port;
         let q = port as usize % MAX_PORTS;
-        let rx_if = config.ports.get(rx as usize);
-        let tx_if = config.ports.get(port as usize);
         let mut facts = HopFacts {
             hop_limit,
-            ingress_if: rx_if.map_or(u16::MAX, |x| x.if_id),
-            egress_if: tx_if.map_or(u16::MAX, |x| x.if_id),
-            ingress_if_wide: rx_if.map_or(u32::MAX, |x| x.if_id_wide),
-            egress_if_wide: tx_if.map_or(u32::MAX, |x| x.if_id_wide),
+            ingress_if: hop.ingress_if,
+            egress_if: hop.egress_if,
+            ingress_if_wide: hop.ingress_if_wide,
+            egress_if_wide: hop.egress_if_wide,
             rx_ns,
             now_ns,
             queue_depth: self.queued[q],
@@ -269,14 +341,13 @@ impl Pipeline {
                 return false;
             }
             let ns_id = u16::from_be_bytes([t[0], t[1]]);
-            let Some(&(_, ns_index)) = fast.traced.iter().find(|(id, _)| *id == ns_id) else {
+            let Some(ns) = fast.traced.iter().find(|n| n.id == ns_id) else {
                 b[L3 + 7] = hop_limit;
                 self.counters.passthrough += 1;
                 return self.fast_out(&mut p.verdict, len, port, q);
             };
-            let ns = &config.namespaces[ns_index];
             let range = TRACE..TRACE + opt_len - 2;
-            if ns.role == Role::Decap {
+            if ns.decap {
                 if self.postcards.is_some() {
                     // The end-of-section postcard is the general path's.
                     return false;
@@ -326,10 +397,7 @@ impl Pipeline {
             .encaps
             .iter()
             .find(|e| e.select.iter().any(|s| s.selects(src, dst, dscp, udp_port)));
-        let Some(Encap {
-            ns_index, block, ..
-        }) = selected
-        else {
+        let Some(Encap { node, block, .. }) = selected else {
             b[L3 + 7] = hop_limit;
             self.counters.passthrough += 1;
             return self.fast_out(&mut p.verdict, len, port, q);
@@ -348,7 +416,6 @@ impl Pipeline {
         b[L3 + 6] = ipv6::next_header::HOP_BY_HOP;
         b[L3 + 4..L3 + 6].copy_from_slice(&(payload_len as u16).to_be_bytes());
         b[L3 + 7] = hop_limit;
-        let node = &config.namespaces[*ns_index].node;
         let slot = &mut b[HBH + block.slot.start..HBH + block.slot.end];
         match <&mut [u8; 20]>::try_from(&mut *slot) {
             Ok(slot) if block.trace_type == ioam::TRACE_TYPE_BITS0_4 => {
@@ -361,7 +428,7 @@ impl Pipeline {
     }
 
     /// [`ioam::record`] on the checked trace at `range`, counting an overflow.
-    #[inline]
+    #[inline(always)]
     fn fast_record(
         &mut self,
         b: &mut [u8],

@@ -615,8 +615,8 @@ pub fn decapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 /// Remove a whole Hop-by-Hop header of `hlen` octets at `hbh`, handing its Next Header back to
-/// the IPv6 header.
-fn remove_header<B: AsRef<[u8]> + AsMut<[u8]>>(
+/// the IPv6 header. What [`decapsulate`] does for a trace in a header [`encapsulate`] made.
+pub(crate) fn remove_header<B: AsRef<[u8]> + AsMut<[u8]>>(
     frame: &mut Frame<B>,
     l3: usize,
     hbh: usize,

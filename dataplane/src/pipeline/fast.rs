@@ -17,7 +17,7 @@ use super::{
     Verdict, IPFIX_PORT, IPFIX_TLS_PORT, MAX_PORTS,
 };
 use crate::frame::{Frame, HEADROOM};
-use crate::ioam::{self, decapsulate, encapsulate, HopFacts, Recorded, Role, TraceLocation};
+use crate::ioam::{self, encapsulate, HopFacts, Recorded, Role};
 use crate::wire::ioam::{node_len_for, option_type as ioam_type, TRACE_HEADER_LEN};
 use crate::wire::ipv6ext::option_type;
 use crate::wire::{ipv6, IoamTrace};
@@ -91,7 +91,8 @@ struct Encap {
 }
 
 /// A [`super::Selector`] with its prefixes as 128-bit value and mask: one XOR and AND per
-/// address instead of a slice compare.
+/// address instead of a slice compare. Both are the address octets in native order, as the
+/// packet's are read, so no byte swap is needed: XOR and AND work octet by octet.
 #[derive(Debug, Clone, Copy)]
 struct MaskSelector {
     src: (u128, u128),
@@ -108,7 +109,8 @@ impl MaskSelector {
             Some(p) if p.len > 128 => None,
             Some(p) => {
                 let m = u128::MAX.checked_shl(128 - p.len as u32).unwrap_or(0);
-                Some((u128::from_be_bytes(p.addr) & m, m))
+                let m = u128::from_ne_bytes(m.to_be_bytes());
+                Some((u128::from_ne_bytes(p.addr) & m, m))
             }
         };
         Some(MaskSelector {
@@ -364,12 +366,11 @@ impl Pipeline {
                     timestamp_format: ns.node.timestamp_format,
                     trace: IoamTrace::new_unchecked(&b[range]),
                 });
-                let loc = TraceLocation {
-                    hbh: HBH,
-                    option: 4,
-                    option_len: opt_len + 2,
-                };
-                decapsulate(&mut p.frame, L3, &loc);
+                // `decapsulate` on this layout (its own header, nothing else in it) takes the
+                // whole header off.
+                let (next, hlen) = (b[HBH], (b[HBH + 1] as usize + 1) * 8);
+                let payload_len = (packet_end - HBH) as u16;
+                ioam::remove_header(&mut p.frame, L3, HBH, hlen, next, payload_len);
                 self.counters.decap += 1;
                 return self.fast_out(&mut p.verdict, p.frame.len(), port, q);
             }
@@ -390,8 +391,8 @@ impl Pipeline {
         if udp_port.is_some_and(|p| p == IPFIX_PORT || p == IPFIX_TLS_PORT) || fast.odd_selector {
             return false;
         }
-        let src = u128::from_be_bytes(h[L3 + 8..L3 + 24].try_into().expect("16 octets"));
-        let dst = u128::from_be_bytes(h[L3 + 24..HBH].try_into().expect("16 octets"));
+        let src = u128::from_ne_bytes(h[L3 + 8..L3 + 24].try_into().expect("16 octets"));
+        let dst = u128::from_ne_bytes(h[L3 + 24..HBH].try_into().expect("16 octets"));
         let dscp = ((u16::from_be_bytes([h[L3], h[L3 + 1]]) >> 4) as u8) >> 2;
         let selected = fast
             .encaps

@@ -808,6 +808,43 @@ mod tests {
         }
     }
 
+    /// A configuration change reaches the fast path: what it worked out is the new
+    /// configuration's, from the next batch on.
+    #[test]
+    fn set_config_renews_the_fast_path() {
+        let cfg = |role| {
+            node_config(
+                7,
+                Some(role),
+                0xf8_0000,
+                8,
+                Forwarding::Bump,
+                2,
+                false,
+                TimestampFormat::Ptp,
+                false,
+            )
+        };
+        let traced = inputs()
+            .iter()
+            .find(|b| {
+                b.len() > 70 && b[12..14] == [0x86, 0xdd] && b[20] == 0 && b[62..64] == [0, 1]
+            })
+            .unwrap();
+        let mut p = Pipeline::new(Arc::new(cfg(Role::Transit)));
+        let mut sink = Traces::default();
+        let mut batch = vec![packet(traced, 0)];
+        p.process(2_000, &mut batch, &mut sink);
+        assert_eq!((p.counters().transit, p.counters().decap), (1, 0));
+        assert_eq!(batch[0].frame.len(), traced.len());
+        p.set_config(Arc::new(cfg(Role::Decap)));
+        let mut batch = vec![packet(traced, 0)];
+        p.process(2_000, &mut batch, &mut sink);
+        assert_eq!((p.counters().transit, p.counters().decap), (1, 1));
+        assert_eq!(sink.0.len(), 1);
+        assert!(batch[0].frame.len() < traced.len(), "the trace came off");
+    }
+
     fn mutate(b: &mut Vec<u8>, edits: &[(usize, u8, bool)], cut: Option<usize>) {
         for &(at, v, flip) in edits {
             if b.is_empty() {

@@ -536,6 +536,7 @@ impl Pipeline {
     }
 
     /// The per-copy work: this copy's IOAM slot and BIER BitString, then its verdict.
+    #[inline(never)]
     fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         config: &NodeConfig,
@@ -598,6 +599,7 @@ impl Pipeline {
         p.verdict = Verdict::Forward(target.port);
     }
 
+    #[inline(never)]
     fn one<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
         &mut self,
         config: &NodeConfig,

@@ -108,10 +108,39 @@ pub struct HopFacts {
 
 const ONES: u32 = u32::MAX;
 
+/// The trace type of hop limit + node ID, interface IDs, both timestamps and transit delay
+/// (bits 0–4): the one the foundation issue's targets are set for, and the one
+/// [`write_slot_bits0_4`] writes with fixed-offset stores.
+pub const TRACE_TYPE_BITS0_4: u32 = 0xF8_0000;
+
+/// [`write_slot`] for [`TRACE_TYPE_BITS0_4`]: five words at fixed offsets, one bounds check (the
+/// array) instead of one per field.
+#[inline]
+pub fn write_slot_bits0_4(slot: &mut [u8; 20], node: &NodeData, f: &HopFacts) {
+    let (secs, frac) = node.timestamp_format.words(f.rx_ns);
+    let d = f.now_ns.saturating_sub(f.rx_ns);
+    let delay = if d > 0x7fff_ffff { ONES } else { d as u32 };
+    let words = [
+        (f.hop_limit as u32) << 24 | node.node_id & 0xff_ffff,
+        (f.ingress_if as u32) << 16 | f.egress_if as u32,
+        secs,
+        frac,
+        delay,
+    ];
+    for (w, v) in slot.chunks_exact_mut(4).zip(words) {
+        w.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
 /// Write this node's data for `trace_type` into `slot` (exactly `slot_units · 4` octets), in
 /// trace-type bit order (RFC 9197 §4.4.2). Straight-line: each field is computed only when its
 /// bit is set, and the common fields (bits 0–4) come first without a loop.
 pub fn write_slot(slot: &mut [u8], trace_type: u32, node: &NodeData, f: &HopFacts) {
+    if trace_type == TRACE_TYPE_BITS0_4 {
+        if let Ok(slot) = <&mut [u8; 20]>::try_from(&mut *slot) {
+            return write_slot_bits0_4(slot, node, f);
+        }
+    }
     let has = |bit: u8| trace_type & trace_bit::mask(bit) != 0;
     let mut at = 0;
     let put = |slot: &mut [u8], at: &mut usize, v: u32| {
@@ -499,7 +528,7 @@ impl TraceLocation {
 }
 
 /// Is `bytes` exactly the padding [`emit_padding`] writes for its length?
-fn is_our_padding(bytes: &[u8]) -> bool {
+pub(crate) fn is_our_padding(bytes: &[u8]) -> bool {
     match bytes.len() {
         0 => true,
         1 => bytes[0] == option_type::PAD1,
@@ -586,8 +615,8 @@ pub fn decapsulate<B: AsRef<[u8]> + AsMut<[u8]>>(
 }
 
 /// Remove a whole Hop-by-Hop header of `hlen` octets at `hbh`, handing its Next Header back to
-/// the IPv6 header.
-fn remove_header<B: AsRef<[u8]> + AsMut<[u8]>>(
+/// the IPv6 header. What [`decapsulate`] does for a trace in a header [`encapsulate`] made.
+pub(crate) fn remove_header<B: AsRef<[u8]> + AsMut<[u8]>>(
     frame: &mut Frame<B>,
     l3: usize,
     hbh: usize,

@@ -24,6 +24,8 @@ use crate::wire::{
 };
 use crate::wire::{IoamDex, IoamDexRepr};
 
+mod fast;
+
 /// Most ports one node has.
 pub const MAX_PORTS: usize = 64;
 
@@ -398,12 +400,15 @@ pub struct Pipeline {
     targets: [Target; MAX_TARGETS],
     /// Per target, its BitString (BIER); the incoming one at the end.
     bier_words: Box<[u64]>,
+    /// What the fast path needs from `config`, worked out when it was set.
+    fast: Arc<fast::Fast>,
 }
 
 impl Pipeline {
     pub fn new(config: Arc<NodeConfig>) -> Self {
         let namespaces = config.namespaces.len();
         Pipeline {
+            fast: Arc::new(fast::Fast::new(&config)),
             config,
             counters: Counters::default(),
             queued: [0; MAX_PORTS],
@@ -428,6 +433,7 @@ impl Pipeline {
     pub fn set_config(&mut self, config: Arc<NodeConfig>) {
         // Sequence numbers continue across a change; a new namespace starts at 0.
         self.dex_seq.resize(config.namespaces.len(), 0);
+        self.fast = Arc::new(fast::Fast::new(&config));
         self.config = config;
     }
 
@@ -461,6 +467,7 @@ impl Pipeline {
         self.queued = [0; MAX_PORTS];
         // One reference-count touch per batch, not per packet.
         let config = Arc::clone(&self.config);
+        let fast = Arc::clone(&self.fast);
         let mut i = 0;
         // Set when a BFER's own copy comes round again as the inner packet: not a new arrival.
         let mut again = false;
@@ -473,6 +480,11 @@ impl Pipeline {
             if !again {
                 self.counters.packets_in += 1;
                 self.counters.bytes_in += batch[i].frame.len() as u64;
+                // One destination and the common IOAM work: no copy plan needed.
+                if self.fast_one(&config, &fast, now_ns, i, &mut batch[i], sink) {
+                    i += 1;
+                    continue;
+                }
             }
             match self.one(&config, now_ns, i, &mut batch[i], sink) {
                 Err(r) => self.drop_packet(&mut batch[i], r),
@@ -524,6 +536,7 @@ impl Pipeline {
     }
 
     /// The per-copy work: this copy's IOAM slot and BIER BitString, then its verdict.
+    #[inline(never)]
     fn finish<B: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         config: &NodeConfig,
@@ -586,6 +599,7 @@ impl Pipeline {
         p.verdict = Verdict::Forward(target.port);
     }
 
+    #[inline(never)]
     fn one<B: AsRef<[u8]> + AsMut<[u8]>, S: Sink>(
         &mut self,
         config: &NodeConfig,
@@ -664,8 +678,7 @@ impl Pipeline {
         hop_limit: u8,
         unicast: Option<u16>,
     ) -> Result<usize, DropReason> {
-        let multicast = dst[0] == 0xff
-            || dst[..12] == mcast::v4_mapped([0; 4])[..12] && (224..240).contains(&dst[12]);
+        let multicast = is_multicast6(dst);
         if config.forwarding == Forwarding::Route && multicast && !config.pim.routes.is_empty() {
             match config.pim.lookup(src, dst, rx) {
                 Ok(route) => {
@@ -1427,6 +1440,12 @@ impl Pipeline {
         }
         Ok(Some((range, ns_index, facts)))
     }
+}
+
+/// An IPv6 multicast address, or an IPv4-mapped IPv4 multicast one.
+#[inline]
+fn is_multicast6(dst: &[u8; 16]) -> bool {
+    dst[0] == 0xff || dst[..12] == mcast::v4_mapped([0; 4])[..12] && (224..240).contains(&dst[12])
 }
 
 fn selects(s: &Selector, src: &[u8; 16], dst: &[u8; 16], dscp: u8, udp: Option<u16>) -> bool {

@@ -573,6 +573,24 @@ impl Walk {
 /// Hop postcards (DEX) are grouped by packet and received branch ID, ordered by decreasing hop
 /// limit; the group's first node hangs off the branch node with the received branch index.
 pub fn rebuild(postcards: &[Postcard]) -> Tree {
+    // Per-hop postcards of one packet share its DEX (Flow ID, Sequence Number) (DESIGN.md); the
+    // digest of invariant fields is for the others. Two packets may share a digest (it sees
+    // only the start of the upper layer), never a sequence number within a flow.
+    let keyed: Vec<Postcard> = postcards
+        .iter()
+        .map(|p| {
+            let mut p = *p;
+            if p.kind == PostcardKind::Hop && p.flow_id != 0 {
+                p.digest = mtnode_dataplane::export::digest(&[
+                    b"dex",
+                    &p.flow_id.to_be_bytes(),
+                    &p.sequence.to_be_bytes(),
+                ]);
+            }
+            p
+        })
+        .collect();
+    let postcards = &keyed[..];
     let mut w = Walk::default();
     let mut unusable = 0;
     let mut digests = HashSet::new();
@@ -924,6 +942,42 @@ mod tests {
         );
         assert_eq!(e[0].delay_us_p50, Some(1.0));
         assert_eq!(e[1].delay_us_p50, Some(1.5));
+    }
+
+    /// Two packets whose invariant fields digest alike (tests/netns_lab.rs met it: a generator
+    /// whose sequence number lies past the digested octets) are still two packets: per-hop
+    /// postcards go by their DEX Flow ID and Sequence Number, and no node follows itself.
+    #[test]
+    fn hop_postcards_of_packets_with_one_digest_stay_apart() {
+        let hop = |node: u32, hl: u8, branch: u32, seq: u32, ns: u64| {
+            let mut p = Postcard::new(PostcardKind::Hop);
+            p.trace_type = TT;
+            p.node_id = node;
+            p.hop_limit = hl;
+            p.digest = 42;
+            p.flow_id = 1;
+            p.sequence = seq;
+            p.branch.node_id = branch;
+            p.set_data(&entry(node, 1, 1, ns));
+            p
+        };
+        let ps: Vec<Postcard> = [(0u32, 0u64), (1, 76_000_000)]
+            .iter()
+            .flat_map(|&(seq, t)| {
+                [
+                    hop(10, 63, 0, seq, t + 1_000),
+                    hop(11, 62, 10, seq, t + 2_000),
+                    hop(12, 61, 11, seq, t + 3_000),
+                ]
+            })
+            .collect();
+        let tree = rebuild(&ps);
+        assert_eq!(tree.edge_pairs(), vec![[10, 11], [11, 12]]);
+        assert_eq!(tree.packets, 2);
+        assert!(tree
+            .edges
+            .iter()
+            .all(|e| e.packets == 2 && e.delay_us_p50 == Some(1.0)));
     }
 
     #[test]

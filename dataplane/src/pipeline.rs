@@ -1498,16 +1498,21 @@ fn udp_dst_port(bytes: &[u8], l3: usize, nh: u8) -> Option<u16> {
     }
 }
 
+/// Octets of the upper layer a packet digest covers: a UDP header and 24 octets of payload, so
+/// that a sequence number a little way into the payload (`mtnode gen`'s, after its magic,
+/// stream and checksum-balance words) tells packets apart.
+const UPPER_DIGEST_LEN: usize = 32;
+
 /// A digest of what no node changes in an IPv6 packet: addresses, flow label, upper-layer
-/// protocol and the first 16 octets of the upper layer (for UDP: its header and the start of
-/// the payload, where a source's sequence number sits).
+/// protocol and the first [`UPPER_DIGEST_LEN`] octets of the upper layer (for UDP: its header
+/// and the start of the payload, where a source's sequence number sits).
 pub fn packet_digest(bytes: &[u8], l3: usize) -> u64 {
     let ip = Ipv6Packet::new_unchecked(&bytes[l3..]);
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     let flow = ip.flow_label().to_be_bytes();
     match upper_layer(bytes, l3, ip.next_header()) {
         Some((at, proto)) => {
-            let end = (at + 16).min(bytes.len());
+            let end = (at + UPPER_DIGEST_LEN).min(bytes.len());
             export::digest(&[&src, &dst, &flow[1..], &[proto], &bytes[at.min(end)..end]])
         }
         None => export::digest(&[&src, &dst, &flow[1..]]),

@@ -46,8 +46,9 @@ pub trait Node: Send + Sync + 'static {
     fn config_cell(&self) -> &Arc<ConfigCell>;
     /// Counters merged over the workers, now.
     fn stats(&self) -> NodeStats;
-    /// Refuse what this node cannot change while it runs (the default: ports, their interfaces
-    /// and the API itself need a restart).
+    /// Refuse what this node cannot change while it runs (the default, for every backend:
+    /// ports, their interfaces, backends and DPDK ports, `[engine]`, `[dpdk]` and the API
+    /// itself need a restart).
     fn check_live(&self, running: &Loaded, next: &Loaded) -> Result<(), ConfigError> {
         let names = |l: &Loaded| {
             l.node
@@ -72,6 +73,18 @@ pub trait Node: Send + Sync + 'static {
             return Err(live_error(
                 "engine",
                 "the engine's settings change at restart",
+            ));
+        }
+        if running.backends != next.backends {
+            return Err(live_error(
+                "port.dpdk_port",
+                "backends and DPDK ports change at restart",
+            ));
+        }
+        if running.dpdk != next.dpdk {
+            return Err(live_error(
+                "dpdk",
+                "the EAL arguments and the DPDK node's settings change at restart",
             ));
         }
         if running.api != next.api {

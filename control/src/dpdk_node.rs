@@ -27,7 +27,7 @@ use mtnode_dataplane::snapshot::ConfigCell;
 use serde_json::{json, Value};
 
 use crate::api::{self, NodeStats};
-use crate::config::{ConfigError, DpdkClockKind, DpdkPortRef, Loaded, PortBackend};
+use crate::config::{DpdkClockKind, DpdkPortRef, Loaded, PortBackend};
 use crate::exporter::Exporter;
 use crate::replay::{stats_json, BATCH_WINDOW_NS};
 use crate::run::{serve_api, RunArgs};
@@ -51,49 +51,6 @@ impl api::Node for DpdkLiveNode {
             latency: Some(s.latency),
             workers: s.workers,
         }
-    }
-
-    /// What a DPDK node takes only at restart: its ports (names, backends, devices), the EAL
-    /// and queue settings (`[dpdk]`), and the API itself.
-    fn check_live(&self, running: &Loaded, next: &Loaded) -> Result<(), ConfigError> {
-        let refuse = |field: &str, reason: &str| ConfigError {
-            file: "running node".into(),
-            line: 0,
-            field: field.into(),
-            reason: reason.into(),
-        };
-        let names = |l: &Loaded| {
-            l.node
-                .ports
-                .iter()
-                .map(|p| p.name.clone())
-                .collect::<Vec<_>>()
-        };
-        if names(running) != names(next) {
-            return Err(refuse(
-                "port",
-                "ports cannot be added, removed or renamed while the node runs; restart it",
-            ));
-        }
-        if running.backends != next.backends {
-            return Err(refuse(
-                "port.dpdk_port",
-                "backends and DPDK ports change at restart",
-            ));
-        }
-        if running.dpdk != next.dpdk {
-            return Err(refuse(
-                "dpdk",
-                "the EAL arguments and the DPDK node's settings change at restart",
-            ));
-        }
-        if running.api != next.api {
-            return Err(refuse(
-                "api",
-                "the API's address and token file change at restart",
-            ));
-        }
-        Ok(())
     }
 }
 

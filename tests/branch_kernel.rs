@@ -9,7 +9,9 @@ use std::time::Duration;
 use mtnode_control::{config, replay};
 use mtnode_dataplane::ioam::{find_trace, HopRecord, Hops};
 use mtnode_dataplane::wire::IoamTrace;
-use mtnode_tests::netns::{capture, inject, require_root, veth_with_macs, Netns, Smcrouted};
+use mtnode_tests::netns::{
+    capture, inject, require_kernel_mroute, require_root, veth_with_macs, Netns, Smcrouted,
+};
 use mtnode_tests::pcapio::read_pcap;
 use mtnode_tests::scratch::{fixture, ScratchDir};
 
@@ -34,7 +36,9 @@ fn encapsulated(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn kernel_copies_share_one_entry_mtnode_copies_carry_their_branch() {
-    if !require_root("kernel_copies_share_one_entry_mtnode_copies_carry_their_branch") {
+    if !require_root("kernel_copies_share_one_entry_mtnode_copies_carry_their_branch")
+        || !require_kernel_mroute("kernel_copies_share_one_entry_mtnode_copies_carry_their_branch")
+    {
         return;
     }
     let dir = ScratchDir::new("branch");

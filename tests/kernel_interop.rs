@@ -26,7 +26,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mtnode_control::replay::{replay, BATCH_WINDOW_NS};
 use mtnode_tests::frames::{multicast_mac, parse_ipv6, parse_prealloc_trace};
-use mtnode_tests::netns::{capture, inject, require_root, KernelIoamChain as Chain};
+use mtnode_tests::netns::{
+    capture, inject, require_kernel_mroute, require_root, KernelIoamChain as Chain,
+};
 use mtnode_tests::pcapio::read_pcap;
 use mtnode_tests::scratch::{fixture, inline_config, ENCAP_MCAST_AND_UNICAST_TOML};
 use serde_json::Value;
@@ -320,7 +322,9 @@ fn unicast_mtnode_encap_kernel_transit_mtnode_decap() {
 /// ingress ID.
 #[test]
 fn multicast_mtnode_encap_kernel_transit_mtnode_decap() {
-    if !require_root("multicast_mtnode_encap_kernel_transit_mtnode_decap") {
+    if !require_root("multicast_mtnode_encap_kernel_transit_mtnode_decap")
+        || !require_kernel_mroute("multicast_mtnode_encap_kernel_transit_mtnode_decap")
+    {
         return;
     }
     let chain = Chain::with_multicast();
@@ -562,7 +566,9 @@ fn unicast_live_mtnode_at_both_ends() {
 
 #[test]
 fn multicast_live_mtnode_at_both_ends() {
-    if !require_root("multicast_live_mtnode_at_both_ends") {
+    if !require_root("multicast_live_mtnode_at_both_ends")
+        || !require_kernel_mroute("multicast_live_mtnode_at_both_ends")
+    {
         return;
     }
     let chain = Chain::with_multicast();

@@ -447,6 +447,25 @@ pub mod netns {
         false
     }
 
+    /// True when the kernel routes IPv6 multicast (ip6mr, for smcroute's static routes: the
+    /// kernel's side of a branch point). A kernel built without `CONFIG_IPV6_MROUTE` has no
+    /// `/proc/net/ip6_mr_vif`; then the test says SKIPPED loudly with the reason, CI included:
+    /// no code of ours can give the machine's kernel a feature it was built without.
+    pub fn require_kernel_mroute(test: &str) -> bool {
+        if std::path::Path::new("/proc/net/ip6_mr_vif").exists() {
+            return true;
+        }
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n**********************************************\n\
+             SKIPPED (kernel {} has no IPv6 multicast routing, CONFIG_IPV6_MROUTE): {test}\n\
+             **********************************************\n",
+            release.trim()
+        );
+        false
+    }
+
     fn describe(cmd: &Command) -> String {
         let mut s = cmd.get_program().to_string_lossy().into_owned();
         for a in cmd.get_args() {

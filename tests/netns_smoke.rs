@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mtnode_tests::frames::{
     ioam_prealloc_options, multicast_mac, parse_ipv6, parse_prealloc_trace, Udp6, IPV6_HEADER_LEN,
 };
-use mtnode_tests::netns::{capture, inject, require_root, KernelIoamChain as Chain, Netns};
+use mtnode_tests::netns::{
+    capture, inject, require_kernel_mroute, require_root, KernelIoamChain as Chain, Netns,
+};
 use mtnode_tests::pcapio::write_pcap;
 
 const CAPTURE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,7 +73,9 @@ fn unicast_crosses_two_kernel_routers() {
 
 #[test]
 fn multicast_crosses_two_smcroute_branches() {
-    if !require_root("multicast_crosses_two_smcroute_branches") {
+    if !require_root("multicast_crosses_two_smcroute_branches")
+        || !require_kernel_mroute("multicast_crosses_two_smcroute_branches")
+    {
         return;
     }
     let chain = Chain::with_multicast();
@@ -216,7 +220,9 @@ fn kernel_fills_ioam_trace_on_unicast() {
 /// ID it writes is the ingress interface's, so every replica would carry the same data.
 #[test]
 fn kernel_fills_ioam_trace_on_multicast_with_ingress_as_egress() {
-    if !require_root("kernel_fills_ioam_trace_on_multicast_with_ingress_as_egress") {
+    if !require_root("kernel_fills_ioam_trace_on_multicast_with_ingress_as_egress")
+        || !require_kernel_mroute("kernel_fills_ioam_trace_on_multicast_with_ingress_as_egress")
+    {
         return;
     }
     let chain = Chain::with_multicast();

@@ -11,7 +11,7 @@
 //! `free`, `flush`) and `held`, the same shape as the AF_XDP engine's socket set, so one worker
 //! loop generic over the two can replace both once they meet on main.
 //!
-//! Two clocks: the system clock (read once per batch) or the device's RX timestamps. With the
+//! Two clocks: the system clock (read once per batch, after the RX poll) or the device's RX timestamps. With the
 //! device clock a batch is, as in `mtnode replay`, the packets that arrived within a window of
 //! the first (at most `batch_size`), and its time is its last arrival; over `net_pcap` that is
 //! the pcap's own timestamps, so the node's output can be compared with replay's byte for byte.
@@ -596,6 +596,9 @@ impl<'p> Worker<'_, 'p> {
             }
             match self.config.clock {
                 Clock::System => {
+                    // Receive first, then read the clock: no frame is stamped before it
+                    // arrived, so stamps along a path are in causal order (as on AF_XDP).
+                    let n = io.rx(batch_size, RxClock::Batch(0), &mut batch);
                     let now = now_ns();
                     if prev.1 > 0 {
                         stats
@@ -603,7 +606,7 @@ impl<'p> Worker<'_, 'p> {
                             .saturating_record_n(now.saturating_sub(prev.0).max(1), prev.1);
                         prev.1 = 0;
                     }
-                    if io.rx(batch_size, RxClock::Batch(now), &mut batch) == 0 {
+                    if n == 0 {
                         stats.idle_polls += 1;
                         idle_run = idle_run.saturating_add(1);
                         if !sleep.is_zero() && idle_run > IDLE_POLLS_BEFORE_SLEEP {
@@ -614,6 +617,9 @@ impl<'p> Worker<'_, 'p> {
                         continue;
                     }
                     idle_run = 0;
+                    for p in &mut batch {
+                        p.rx_ns = now;
+                    }
                     self.progress.mark();
                     let sent = process(&mut pipeline, &mut io, now, &mut batch, &mut sink);
                     stats.batches += 1;

@@ -1,12 +1,14 @@
 //! The live node's workers: one thread per queue, owning one socket per port on that queue over
 //! one shared UMEM ([`XskSet`]), pinned to a core, busy-polling in batches.
 //!
-//! Per batch a worker reads the clock once, picks up a new configuration snapshot if one was
-//! published ([`ConfigReader::poll`]), receives from each socket, runs the pipeline (replicas
-//! from the same UMEM), sends, reclaims completions and refills the fill rings. Counters are
+//! Per batch a worker receives from each socket, then reads the clock once (after the poll, so
+//! that no frame is stamped before it arrived), picks up a new configuration snapshot if one
+//! was published ([`ConfigReader::poll`]), runs the pipeline (replicas from the same UMEM),
+//! sends, reclaims completions and refills the fill rings. Counters are
 //! the worker's own plain integers; they reach the [`Engine`] handle only when asked for
-//! ([`Engine::stats`]), once per request, never per packet. Latency (RX poll to TX submission)
-//! is a per-worker hdrhistogram recorded once per batch, merged on request.
+//! ([`Engine::stats`]), once per request, never per packet. Latency (from the clock
+//! read after the RX poll to the next one, after the TX submission) is a per-worker
+//! hdrhistogram recorded once per batch, merged on request.
 //!
 //! A port with a managed egress queue (`[port.queue]`: limits, token-bucket shaper, PIE or RED
 //! with ECN) gets one per worker: forwarded frames are enqueued (the AQM marks or drops at
@@ -583,11 +585,6 @@ impl WorkerCtx {
         };
 
         loop {
-            let now = now_ns();
-            if prev_forwarded > 0 {
-                hist.saturating_record_n(now.saturating_sub(prev_now).max(1), prev_forwarded);
-                prev_forwarded = 0;
-            }
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
@@ -607,6 +604,16 @@ impl WorkerCtx {
                 served = req;
                 self.shared.served.store(req, Ordering::Release);
             }
+            // Receive first, then read the clock: a frame's stamp never predates its arrival,
+            // so the stamps nodes write along a path are in causal order on a shared clock (a
+            // worker preempted between reading the clock and polling would otherwise stamp
+            // frames that arrived while it was away with a time before their upstream's).
+            let n = set.rx(batch_size, 0, &mut batch);
+            let now = now_ns();
+            if prev_forwarded > 0 {
+                hist.saturating_record_n(now.saturating_sub(prev_now).max(1), prev_forwarded);
+                prev_forwarded = 0;
+            }
             if let Some(cfg) = reader.poll() {
                 reconfigure_queues(&mut queues, &cfg, now, &mut set);
                 pipeline.set_config(cfg);
@@ -615,7 +622,6 @@ impl WorkerCtx {
 
             let queued = drain_queues(&mut queues, &pipeline, now, &mut set, &mut hist);
             set.flush();
-            let n = set.rx(batch_size, now, &mut batch);
             if n == 0 {
                 idle_polls += 1;
                 idle_run = idle_run.saturating_add(1);
@@ -625,6 +631,9 @@ impl WorkerCtx {
                     std::hint::spin_loop();
                 }
                 continue;
+            }
+            for p in &mut batch {
+                p.rx_ns = now;
             }
             idle_run = 0;
             batches += 1;

@@ -76,6 +76,10 @@ enum Command {
         /// namespace per node joined by veth pairs, and compare with the in-process lab (root).
         #[arg(long, conflicts_with = "api")]
         netns: bool,
+        /// With --netns: run these nodes (comma-separated names, or `all`) on DPDK
+        /// `net_af_packet` devices over the same veths instead of AF_XDP sockets.
+        #[arg(long, requires = "netns", value_delimiter = ',')]
+        dpdk_nodes: Vec<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -361,6 +365,7 @@ fn run(cli: Cli) -> Result<()> {
             api_node,
             token_file,
             netns,
+            dpdk_nodes,
             json,
         } => {
             let mut topo = load_topology(&topology)?;
@@ -417,7 +422,7 @@ fn run(cli: Cli) -> Result<()> {
                     let exe = std::env::current_exe().context("finding the mtnode binary")?;
                     modes
                         .iter()
-                        .map(|m| netns_lab::run(&topo, m, &opts, &exe))
+                        .map(|m| netns_lab::run(&topo, m, &opts, &exe, &dpdk_nodes))
                         .collect::<Result<Vec<_>>>()?
                 } else {
                     modes

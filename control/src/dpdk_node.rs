@@ -192,6 +192,8 @@ pub fn run_loaded(loaded: &Loaded, args: &RunArgs, path: &Path) -> Result<Value>
             "device": name,
             "rx_packets": p.rx_packets,
             "tx_packets": p.tx_packets,
+            "rx_bytes": p.rx_bytes,
+            "tx_bytes": p.tx_bytes,
             "rx_missed": p.rx_missed,
             "rx_errors": p.rx_errors,
             "tx_errors": p.tx_errors,

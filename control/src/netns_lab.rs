@@ -1,5 +1,6 @@
 //! `mtnode lab --netns` (root): the lab's topology as separate `mtnode run` processes on AF_XDP
-//! sockets, one network namespace per node, joined by veth pairs this module creates and always
+//! sockets or, for the nodes `--dpdk-nodes` names, on DPDK `net_af_packet` devices over the
+//! same veths ([`LiveBackend`]), one network namespace per node, joined by veth pairs this module creates and always
 //! removes (on success, on error, on Ctrl-C through the same path, and a later run sweeps what
 //! a killed one left).
 //!
@@ -30,7 +31,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
 use crate::lab::{self, LabOptions};
-use crate::topology::{port_interface, Replication, Topology};
+use crate::topology::{port_interface, LiveBackend, Replication, Topology};
 
 /// Names of the namespaces this module creates: `mtl<pid>-<n>`.
 const PREFIX: &str = "mtl";
@@ -398,10 +399,104 @@ fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
-/// Run `topo` in `mode` as live nodes in network namespaces; `exe` is the `mtnode` binary.
-/// Returns the report: the in-process lab's keys, plus `netns` details, the in-process report
-/// for the same run (`in_process`) and whether the two agree (`matches_in_process`).
-pub fn run(topo: &Topology, mode: &str, opts: &LabOptions, exe: &Path) -> Result<Value> {
+/// Which of `topo`'s nodes run on DPDK: `dpdk_nodes` lists node names, or is `["all"]`.
+fn dpdk_nodes(topo: &Topology, dpdk_nodes: &[String]) -> Result<Vec<bool>> {
+    let mut on = vec![false; topo.nodes.len()];
+    for name in dpdk_nodes {
+        if name == "all" {
+            on.fill(true);
+            continue;
+        }
+        let i = topo
+            .nodes
+            .iter()
+            .position(|n| &n.name == name)
+            .with_context(|| {
+                format!("--dpdk-nodes: topology {} has no node `{name}`", topo.name)
+            })?;
+        on[i] = true;
+    }
+    if on.iter().any(|&d| d) {
+        ensure!(
+            cfg!(feature = "dpdk"),
+            "--dpdk-nodes: this mtnode was built without the `dpdk` feature (cargo build \
+             --features dpdk)"
+        );
+    }
+    for (i, _) in on.iter().enumerate().filter(|(_, &d)| d) {
+        for &l in &topo.child_links(i) {
+            ensure!(
+                topo.links[l].bottleneck.is_none(),
+                "--dpdk-nodes: node {} has a bottleneck on {} -> {}, and the DPDK node does not \
+                 run egress queues yet; keep it on AF_XDP",
+                topo.nodes[i].name,
+                topo.links[l].from,
+                topo.links[l].to
+            );
+        }
+    }
+    Ok(on)
+}
+
+/// What the netns lab reads from a node's final statistics, whichever backend it ran on.
+struct NodeView<'a> {
+    /// Per port: name, frames and octets sent.
+    ports: Vec<(&'a str, u64, u64)>,
+    latency: &'a Value,
+    /// UMEM frames (AF_XDP) or mbufs (DPDK) not returned at exit.
+    leaked: u64,
+    mode: String,
+}
+
+impl<'a> NodeView<'a> {
+    fn of(s: &'a Value) -> Self {
+        let port = |p: &'a Value| {
+            (
+                p["port"].as_str().unwrap_or(""),
+                u(&p["tx_packets"]),
+                u(&p["tx_bytes"]),
+            )
+        };
+        let d = &s["dpdk"];
+        if d.is_object() {
+            NodeView {
+                ports: d["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(port)
+                    .collect(),
+                latency: &d["latency_ns"],
+                leaked: u(&d["mbufs_held_at_exit"]),
+                mode: "dpdk".into(),
+            }
+        } else {
+            NodeView {
+                ports: s["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(port)
+                    .collect(),
+                latency: &s["latency_ns"],
+                leaked: u(&s["umem"]["leaked"]),
+                mode: s["workers"][0]["mode"].as_str().unwrap_or("?").into(),
+            }
+        }
+    }
+}
+
+/// Run `topo` in `mode` as live nodes in network namespaces; `exe` is the `mtnode` binary, and
+/// the nodes `dpdk_nodes` names (or `all`) run on DPDK. Returns the report: the in-process
+/// lab's keys, plus `netns` details, the in-process report for the same run (`in_process`) and
+/// whether the two agree (`matches_in_process`).
+pub fn run(
+    topo: &Topology,
+    mode: &str,
+    opts: &LabOptions,
+    exe: &Path,
+    dpdk_nodes: &[String],
+) -> Result<Value> {
     ensure!(
         euid() == Some(0),
         "mtnode lab --netns needs root (network namespaces, veth pairs, AF_XDP sockets)"
@@ -440,6 +535,7 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions, exe: &Path) -> Result
         !bier || leaves.len() <= 64,
         "--netns: BIER with at most 64 receivers (the generator's BitString is 64 bits)"
     );
+    let on_dpdk = self::dpdk_nodes(&topo, dpdk_nodes)?;
     let exe = exe
         .canonicalize()
         .with_context(|| format!("{}", exe.display()))?;
@@ -527,7 +623,14 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions, exe: &Path) -> Result
 
     for (i, n) in topo.nodes.iter().enumerate() {
         let conf = lab.dir.join(format!("{}.toml", n.name));
-        std::fs::write(&conf, topo.live_node_toml(i, mode, collector))
+        let backend = if on_dpdk[i] {
+            LiveBackend::Dpdk {
+                prefix: ns[i].clone(),
+            }
+        } else {
+            LiveBackend::Afxdp
+        };
+        std::fs::write(&conf, topo.live_node_toml(i, mode, collector, &backend))
             .with_context(|| format!("write {}", conf.display()))?;
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &ns[i]])
@@ -601,11 +704,12 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions, exe: &Path) -> Result
         .collect();
     // IOAM on the wire: what the nodes sent down the tree's links beyond the plain frames.
     let mut ioam_bytes = 0u64;
-    for (i, st) in node_stats.iter().enumerate() {
+    let views: Vec<NodeView> = node_stats.iter().map(NodeView::of).collect();
+    for (i, v) in views.iter().enumerate() {
         let kids = topo.child_links(i).len();
-        for p in st["ports"].as_array().into_iter().flatten().take(kids + 1) {
-            if p["port"] != "up" {
-                ioam_bytes += u(&p["tx_bytes"]).saturating_sub(u(&p["tx_packets"]) * frame as u64);
+        for &(port, packets, bytes) in v.ports.iter().take(kids + 1) {
+            if port != "up" {
+                ioam_bytes += bytes.saturating_sub(packets * frame as u64);
             }
         }
     }
@@ -620,8 +724,8 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions, exe: &Path) -> Result
     let nodes: Vec<Value> = topo
         .nodes
         .iter()
-        .zip(&node_stats)
-        .map(|(n, s)| {
+        .zip(node_stats.iter().zip(&views))
+        .map(|(n, (s, v))| {
             json!({
                 "name": n.name,
                 "node_id": n.id,
@@ -629,13 +733,13 @@ pub fn run(topo: &Topology, mode: &str, opts: &LabOptions, exe: &Path) -> Result
                 "packets_out": s["packets_out"],
                 "replicas": s["replicas"],
                 "dropped": s["dropped"],
-                "latency_ns_p50": s["latency_ns"]["p50"],
-                "latency_ns_p99": s["latency_ns"]["p99"],
+                "latency_ns_p50": v.latency["p50"],
+                "latency_ns_p99": v.latency["p99"],
                 "postcards_exported": s["export"]["postcards_exported"],
                 "postcards_lost": s["export"]["postcards_lost_ring_full"],
                 "exporter_sent": s["export"]["exporter"]["sent"],
-                "umem_leaked": s["umem"]["leaked"],
-                "socket_mode": s["workers"][0]["mode"],
+                "frames_leaked": v.leaked,
+                "socket_mode": v.mode,
             })
         })
         .collect();

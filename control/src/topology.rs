@@ -103,6 +103,15 @@ pub fn port_interface(k: usize) -> String {
     format!("p{k}")
 }
 
+/// What a live lab node ([`Topology::live_node_toml`]) runs its ports on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveBackend {
+    /// AF_XDP sockets on the node's veth interfaces.
+    Afxdp,
+    /// DPDK `net_af_packet` devices on them; `prefix` is the EAL's `--file-prefix`.
+    Dpdk { prefix: String },
+}
+
 /// The node-ID gap of the `sum` encoding in the lab.
 pub const SUM_GAP: u32 = 16;
 
@@ -409,28 +418,75 @@ impl Topology {
 
     /// The TOML configuration of node `i` in `mode` ("trace", "per-section" or "per-hop").
     pub fn node_toml(&self, i: usize, mode: &str) -> String {
-        self.node_toml_with(i, mode, false)
+        self.node_toml_with(i, mode, None)
     }
 
     /// [`Topology::node_toml`] for `mtnode run` (`mtnode lab --netns`): every port names its
-    /// interface ([`port_interface`]: port k is `pk`), the engine stays polite on a small
-    /// machine (small batches, sleeping when idle), and postcards go as IPFIX to `collector`.
-    pub fn live_node_toml(&self, i: usize, mode: &str, collector: std::net::SocketAddr) -> String {
-        let mut s = self.node_toml_with(i, mode, true);
-        let _ = write!(
-            s,
-            "\n[engine]\nbatch_size = 16\nidle_sleep_us = 100\nring_size = 256\n\n\
-             [export]\ncollectors = [\"{collector}\"]\n"
-        );
+    /// interface ([`port_interface`]: port k is `pk`), the node stays polite on a small machine
+    /// (small batches, sleeping when idle), and postcards go as IPFIX to `collector`.
+    ///
+    /// On [`LiveBackend::Afxdp`] the ports are AF_XDP sockets on those interfaces (`[engine]`);
+    /// on [`LiveBackend::Dpdk`] port k is the DPDK device `net_af_packet<k>` bound to `pk`, in
+    /// an EAL of its own (`--no-huge --no-pci`, file prefix `prefix`), so DPDK nodes run on the
+    /// same veth links and any mix of the two backends makes one tree.
+    pub fn live_node_toml(
+        &self,
+        i: usize,
+        mode: &str,
+        collector: std::net::SocketAddr,
+        backend: &LiveBackend,
+    ) -> String {
+        let mut s = self.node_toml_with(i, mode, Some(backend));
+        match backend {
+            LiveBackend::Afxdp => {
+                s.push_str("\n[engine]\nbatch_size = 16\nidle_sleep_us = 100\nring_size = 256\n")
+            }
+            LiveBackend::Dpdk { prefix } => {
+                let mut eal: Vec<String> = [
+                    "-l",
+                    "0",
+                    "--no-huge",
+                    "--no-pci",
+                    "--no-shconf",
+                    "-m",
+                    "128",
+                    "--log-level",
+                    "lib.eal:error",
+                    "--file-prefix",
+                    prefix,
+                ]
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect();
+                for k in 0..self.port_count(i) {
+                    eal.push(format!(
+                        "\"--vdev\", \"net_af_packet{k},iface={}\"",
+                        port_interface(k)
+                    ));
+                }
+                let _ = write!(
+                    s,
+                    "\n[dpdk]\neal_args = [{}]\nmbufs = 2047\nrx_desc = 256\ntx_desc = 256\n\
+                     batch_size = 16\nidle_sleep_us = 100\n",
+                    eal.join(", ")
+                );
+            }
+        }
+        let _ = write!(s, "\n[export]\ncollectors = [\"{collector}\"]\n");
         s
     }
 
-    fn node_toml_with(&self, i: usize, mode: &str, live: bool) -> String {
-        let iface = |k: usize| {
-            if live {
-                format!("interface = \"{}\"\n", port_interface(k))
-            } else {
-                String::new()
+    /// How many ports node `i` has: `up`, then one per child link, or `rx` at a leaf.
+    pub fn port_count(&self, i: usize) -> usize {
+        1 + self.child_links(i).len().max(1)
+    }
+
+    fn node_toml_with(&self, i: usize, mode: &str, live: Option<&LiveBackend>) -> String {
+        let iface = |k: usize| match live {
+            None => String::new(),
+            Some(LiveBackend::Afxdp) => format!("interface = \"{}\"\n", port_interface(k)),
+            Some(LiveBackend::Dpdk { .. }) => {
+                format!("backend = \"dpdk\"\ndpdk_port = \"net_af_packet{k}\"\n")
             }
         };
         let n = &self.nodes[i];
@@ -606,13 +662,14 @@ mod tests {
         let collector: std::net::SocketAddr = "10.255.0.254:4739".parse().unwrap();
         for mode in ["trace", "per-section", "per-hop"] {
             for i in 0..t.nodes.len() {
-                let text = t.live_node_toml(i, mode, collector);
+                let text = t.live_node_toml(i, mode, collector, &LiveBackend::Afxdp);
                 let l = config::parse_all("live", &text)
                     .unwrap()
                     .require_live()
                     .unwrap();
                 assert_eq!(l.node, config::parse("lab", &t.node_toml(i, mode)).unwrap());
                 assert_eq!(l.live_ports.len(), l.node.ports.len());
+                assert_eq!(l.node.ports.len(), t.port_count(i));
                 for (k, p) in l.live_ports.iter().enumerate() {
                     assert_eq!(
                         (p.port as usize, p.interface.clone()),
@@ -623,6 +680,53 @@ mod tests {
                 assert_eq!(e.exporter.collectors, [collector]);
                 assert!(l.engine.idle_sleep_us > 0);
             }
+        }
+    }
+
+    /// The DPDK form is the same node with port k on `net_af_packet<k>`, bound to `pk` by the
+    /// node's own EAL arguments.
+    #[test]
+    fn dpdk_live_configs_bind_every_port_to_its_veth() {
+        let t = Topology::figure5();
+        let collector: std::net::SocketAddr = "10.255.0.254:4739".parse().unwrap();
+        let backend = LiveBackend::Dpdk {
+            prefix: "mtl1-3".into(),
+        };
+        for i in 0..t.nodes.len() {
+            let text = t.live_node_toml(i, "per-hop", collector, &backend);
+            let l = config::parse_all("live", &text).unwrap();
+            assert_eq!(
+                l.node,
+                config::parse("lab", &t.node_toml(i, "per-hop")).unwrap()
+            );
+            assert!(l.live_ports.is_empty(), "no AF_XDP port");
+            let names: Vec<config::PortBackend> = (0..t.port_count(i))
+                .map(|k| {
+                    config::PortBackend::Dpdk(config::DpdkPortRef::Name(format!(
+                        "net_af_packet{k}"
+                    )))
+                })
+                .collect();
+            assert_eq!(l.backends, names);
+            let d = l.dpdk.as_ref().unwrap();
+            let vdevs: Vec<&str> = d
+                .eal_args
+                .windows(2)
+                .filter(|w| w[0] == "--vdev")
+                .map(|w| w[1].as_str())
+                .collect();
+            let want: Vec<String> = (0..t.port_count(i))
+                .map(|k| format!("net_af_packet{k},iface=p{k}"))
+                .collect();
+            assert_eq!(vdevs, want);
+            let prefix = d
+                .eal_args
+                .iter()
+                .position(|a| a == "--file-prefix")
+                .unwrap();
+            assert_eq!(d.eal_args[prefix + 1], "mtl1-3");
+            assert!(d.eal_args.iter().any(|a| a == "--no-huge"));
+            assert_eq!(l.export.as_ref().unwrap().exporter.collectors, [collector]);
         }
     }
 

@@ -525,6 +525,8 @@ impl<'p> EthPort<'p> {
         PortStats {
             rx_packets: s.ipackets,
             tx_packets: s.opackets,
+            rx_bytes: s.ibytes,
+            tx_bytes: s.obytes,
             rx_missed: s.imissed,
             rx_errors: s.ierrors,
             tx_errors: s.oerrors,
@@ -550,6 +552,8 @@ impl Drop for EthPort<'_> {
 pub struct PortStats {
     pub rx_packets: u64,
     pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
     pub rx_missed: u64,
     pub rx_errors: u64,
     pub tx_errors: u64,

@@ -1,6 +1,7 @@
-//! A managed egress queue on a live AF_XDP node (root only): `mtnode run` forwards a PIM (S,G)
-//! stream of ECT(0) packets into a port shaped to 20 Mb/s with PIE and ECN, offered at about
-//! twice that rate. The sink captures what leaves.
+//! A managed egress queue on a live node (root only), on AF_XDP sockets and (with the `dpdk`
+//! feature) on DPDK `net_af_packet` devices over the same veths: `mtnode run` forwards a PIM
+//! (S,G) stream of ECT(0) packets into a port shaped to 20 Mb/s with PIE and ECN, offered at
+//! about twice that rate. The sink captures what leaves.
 //!
 //! Checked: the node's queue accounts for every packet (enqueued + early + overflow drops =
 //! packets in; dequeued = enqueued once drained); exactly the packets the queue says it marked
@@ -31,7 +32,33 @@ const GROUP: Ipv6Addr = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x8000, 1);
 const TRACE_TYPE: u32 = 0xFA_0000;
 const NODE_ID: u32 = 77;
 
-fn config() -> String {
+/// Where the node's ports live.
+enum Backend {
+    Afxdp,
+    /// With the EAL's file prefix.
+    #[cfg(feature = "dpdk")]
+    Dpdk(String),
+}
+
+fn config(backend: &Backend) -> String {
+    let (port_in, port_out, engine) = match backend {
+        Backend::Afxdp => (
+            "interface = \"n_in\"".to_owned(),
+            "interface = \"n_out\"".to_owned(),
+            "[engine]\nbatch_size = 32\nidle_sleep_us = 20\n".to_owned(),
+        ),
+        #[cfg(feature = "dpdk")]
+        Backend::Dpdk(prefix) => (
+            "backend = \"dpdk\"\ndpdk_port = \"net_af_packet0\"".to_owned(),
+            "backend = \"dpdk\"\ndpdk_port = \"net_af_packet1\"".to_owned(),
+            format!(
+                "[dpdk]\neal_args = [\"-l\", \"0\", \"--no-huge\", \"--no-pci\", \"--no-shconf\", \
+                 \"-m\", \"128\", \"--file-prefix\", \"{prefix}\", \"--log-level\", \
+                 \"lib.eal:error\", \"--vdev\", \"net_af_packet0,iface=n_in\", \"--vdev\", \
+                 \"net_af_packet1,iface=n_out\"]\nmbufs = 4095\nbatch_size = 32\nidle_sleep_us = 20\n",
+            ),
+        ),
+    };
     format!(
         r#"
 [node]
@@ -42,12 +69,12 @@ forwarding = "route"
 [[port]]
 name = "in"
 if_id = 40
-interface = "n_in"
+{port_in}
 
 [[port]]
 name = "out"
 if_id = 41
-interface = "n_out"
+{port_out}
 [port.queue]
 rate_mbps = {RATE_MBPS}
 burst_bytes = 3000
@@ -67,10 +94,7 @@ id = 1
 role = "transit"
 trace_type = 0x{TRACE_TYPE:06X}
 
-[engine]
-batch_size = 32
-idle_sleep_us = 20
-"#
+{engine}"#
     )
 }
 
@@ -88,9 +112,28 @@ fn pie_marks_and_shapes_on_a_live_port() {
     if !require_root("pie_marks_and_shapes_on_a_live_port") {
         return;
     }
+    check(Backend::Afxdp);
+}
+
+/// The same queue on DPDK: the DPDK engine runs the same egress queues as the AF_XDP one.
+#[cfg(feature = "dpdk")]
+#[test]
+fn pie_marks_and_shapes_on_a_live_dpdk_port() {
+    if !require_root("pie_marks_and_shapes_on_a_live_dpdk_port") {
+        return;
+    }
+    check(Backend::Dpdk(format!("mtn-aqm-{}", std::process::id())));
+}
+
+/// One at a time: the checks are about rates, and two nodes shaping at once on a 2-core
+/// machine would measure each other.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn check(backend: Backend) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Line { gen, node, sink } = line();
     let conf = node.workdir().join("aqm.toml");
-    std::fs::write(&conf, config()).unwrap();
+    std::fs::write(&conf, config(&backend)).unwrap();
 
     // ECT(0) packets with an empty 8-hop trace of 6 words a hop, sequence number first.
     let options = ioam_prealloc_options(1, 6, TRACE_TYPE, 48);

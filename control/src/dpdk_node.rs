@@ -47,7 +47,7 @@ impl api::Node for DpdkLiveNode {
         let s = self.monitor.stats();
         NodeStats {
             counters: s.counters,
-            queues: Vec::new(),
+            queues: s.queues,
             latency: Some(s.latency),
             workers: s.workers,
         }
@@ -123,12 +123,6 @@ pub fn run_loaded(loaded: &Loaded, args: &RunArgs, path: &Path) -> Result<Value>
         }
         None => None,
     };
-    if loaded.node.ports.iter().any(|p| p.queue.is_some()) {
-        tracing::warn!(
-            "managed egress queues ([port.queue]) are not run by the DPDK node yet: frames go \
-             straight to the device"
-        );
-    }
     let cell = ConfigCell::new(loaded.node.clone());
     let when = StopWhen {
         duration: args.duration.map(Duration::from_secs_f64),
@@ -176,6 +170,7 @@ pub fn run_loaded(loaded: &Loaded, args: &RunArgs, path: &Path) -> Result<Value>
     let mut stats = stats_json(&config, &s.counters, 0);
     stats["epoch"] = config.epoch.into();
     stats["replicas"] = s.counters.replicas.into();
+    stats["queues"] = api::queues_json(&config, &s.queues);
     if let Some(handle) = exporter {
         let e = handle.shutdown();
         stats["export"] = json!({

@@ -423,18 +423,6 @@ fn dpdk_nodes(topo: &Topology, dpdk_nodes: &[String]) -> Result<Vec<bool>> {
              --features dpdk)"
         );
     }
-    for (i, _) in on.iter().enumerate().filter(|(_, &d)| d) {
-        for &l in &topo.child_links(i) {
-            ensure!(
-                topo.links[l].bottleneck.is_none(),
-                "--dpdk-nodes: node {} has a bottleneck on {} -> {}, and the DPDK node does not \
-                 run egress queues yet; keep it on AF_XDP",
-                topo.nodes[i].name,
-                topo.links[l].from,
-                topo.links[l].to
-            );
-        }
-    }
     Ok(on)
 }
 

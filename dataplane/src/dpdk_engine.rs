@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
+use crate::aqm::QueueStats;
+use crate::egress::{self, Egress};
 use crate::engine::LatencySummary;
 use crate::export::PostcardRing;
 use crate::io::dpdk::{
@@ -115,6 +117,8 @@ pub struct DpdkWorkerStats {
     pub latency: Histogram<u64>,
     /// The configuration epoch the worker last applied.
     pub epoch: u32,
+    /// Per node port, the worker's egress queue (`[port.queue]`; zero without one).
+    pub queues: Vec<QueueStats>,
 }
 
 impl DpdkWorkerStats {
@@ -132,6 +136,7 @@ impl DpdkWorkerStats {
             held_at_exit: 0,
             latency: new_histogram(),
             epoch: 0,
+            queues: Vec::new(),
         }
     }
 }
@@ -148,6 +153,8 @@ pub struct DpdkRunStats {
     /// hold theirs until then).
     pub pool_in_use_before_close: Vec<u32>,
     pub latency: Histogram<u64>,
+    /// Per node port, its egress queues summed over the workers.
+    pub queues: Vec<QueueStats>,
     /// From the first received packet to the last, over all workers.
     pub active: Duration,
     pub batches: u64,
@@ -215,6 +222,8 @@ pub struct DpdkLiveStats {
     pub traces: u64,
     /// The configuration epoch each worker last applied, in queue order.
     pub epochs: Vec<u32>,
+    /// Per node port, its egress queues summed over the workers.
+    pub queues: Vec<QueueStats>,
 }
 
 /// The handle the control plane holds on a running DPDK node: [`run`] registers its workers
@@ -260,6 +269,7 @@ impl DpdkMonitor {
             batches: 0,
             traces: 0,
             epochs: Vec::new(),
+            queues: Vec::new(),
         };
         let mut hist = new_histogram();
         for s in &slots {
@@ -270,6 +280,7 @@ impl DpdkMonitor {
             out.batches += r.batches;
             out.traces += r.traces;
             out.epochs.push(r.epoch);
+            egress::merge_stats(&mut out.queues, &r.queues);
         }
         out.latency = summary(&hist);
         out
@@ -502,9 +513,11 @@ pub fn run(
     let mut counters = Counters::default();
     let mut io = QueueCounters::default();
     let mut latency = new_histogram();
+    let mut queues = Vec::new();
     let (mut batches, mut traces) = (0, 0);
     for w in &workers {
         counters.merge(&w.counters);
+        egress::merge_stats(&mut queues, &w.queues);
         add_io(&mut io, &w.io);
         let _ = latency.add(&w.latency);
         batches += w.batches;
@@ -519,6 +532,7 @@ pub fn run(
         ports: port_stats,
         pool_in_use_before_close,
         latency,
+        queues,
         active: Duration::from_nanos(last.saturating_sub(first)),
         batches,
         traces,
@@ -580,17 +594,21 @@ impl<'p> Worker<'_, 'p> {
         let mut prev = (0u64, 0u64);
         let sleep = Duration::from_micros(self.config.idle_sleep_us);
         let mut served = 0u64;
+        let mut queues = Egress::default();
+        queues.reconfigure(pipeline.config(), now_ns(), &mut io);
         let _ = self.ready.send(Ok(()));
 
         while !self.quit.load(Ordering::Acquire) {
             let req = self.slot.request.load(Ordering::Acquire);
             if req != served {
                 stats.epoch = reader.epoch();
+                stats.queues = queues.stats();
                 self.publish(&mut stats, &pipeline, &io, &sink);
                 served = req;
                 self.slot.served.store(req, Ordering::Release);
             }
             if let Some(cfg) = reader.poll() {
+                queues.reconfigure(&cfg, now_ns(), &mut io);
                 pipeline.set_config(cfg);
                 reader.applied();
             }
@@ -606,10 +624,13 @@ impl<'p> Worker<'_, 'p> {
                             .saturating_record_n(now.saturating_sub(prev.0).max(1), prev.1);
                         prev.1 = 0;
                     }
+                    let node_id = pipeline.config().node_id;
+                    let queued = queues.drain(node_id, now, &mut io, &mut stats.latency);
                     if n == 0 {
+                        io.flush();
                         stats.idle_polls += 1;
                         idle_run = idle_run.saturating_add(1);
-                        if !sleep.is_zero() && idle_run > IDLE_POLLS_BEFORE_SLEEP {
+                        if !sleep.is_zero() && idle_run > IDLE_POLLS_BEFORE_SLEEP && queued == 0 {
                             std::thread::sleep(sleep);
                         } else {
                             std::hint::spin_loop();
@@ -621,7 +642,15 @@ impl<'p> Worker<'_, 'p> {
                         p.rx_ns = now;
                     }
                     self.progress.mark();
-                    let sent = process(&mut pipeline, &mut io, now, &mut batch, &mut sink);
+                    let sent = process(
+                        &mut pipeline,
+                        &mut io,
+                        &mut queues,
+                        now,
+                        &mut batch,
+                        &mut sink,
+                        &mut stats.latency,
+                    );
                     stats.batches += 1;
                     prev = (now, sent);
                 }
@@ -653,7 +682,15 @@ impl<'p> Worker<'_, 'p> {
                         }
                         batch.extend(pending.drain(..k));
                         let now = batch.last().map_or(first, |p| p.rx_ns);
-                        process(&mut pipeline, &mut io, now, &mut batch, &mut sink);
+                        process(
+                            &mut pipeline,
+                            &mut io,
+                            &mut queues,
+                            now,
+                            &mut batch,
+                            &mut sink,
+                            &mut stats.latency,
+                        );
                         stats.batches += 1;
                     }
                 }
@@ -662,9 +699,24 @@ impl<'p> Worker<'_, 'p> {
         // Whatever a device-clock worker still held back leaves as a last batch.
         if let Some(now) = pending.last().map(|p| p.rx_ns) {
             batch.append(&mut pending);
-            process(&mut pipeline, &mut io, now, &mut batch, &mut sink);
+            process(
+                &mut pipeline,
+                &mut io,
+                &mut queues,
+                now,
+                &mut batch,
+                &mut sink,
+                &mut stats.latency,
+            );
             stats.batches += 1;
         }
+        match self.config.clock {
+            // A finite input ended: what its queues hold leaves, unshaped.
+            Clock::Device { .. } => queues.flush_all(&mut io),
+            // A live node stops: what is still queued is dropped, as on AF_XDP.
+            Clock::System => queues.discard(&mut io),
+        }
+        stats.queues = queues.stats();
         io.flush();
         stats.counters = pipeline.counters().clone();
         stats.io = io.counters;
@@ -696,13 +748,16 @@ impl<'p> Worker<'_, 'p> {
     }
 }
 
-/// One batch through the pipeline and out; returns how many frames were sent.
+/// One batch through the pipeline and out (through the egress queues of the ports that have
+/// one); returns how many frames were sent straight away.
 fn process<'p>(
     pipeline: &mut Pipeline,
     io: &mut QueueIo<'p>,
+    queues: &mut Egress<Mbuf<'p>>,
     now: u64,
     batch: &mut Vec<Packet<Mbuf<'p>>>,
     sink: &mut CountingSink,
+    hist: &mut Histogram<u64>,
 ) -> u64 {
     pipeline.buffer_occupancy = io.held();
     pipeline.process_replicating(now, batch, &mut || io.alloc(), sink);
@@ -710,13 +765,14 @@ fn process<'p>(
     for p in batch.drain(..) {
         match p.verdict {
             Verdict::Forward(port) => {
-                if io.send(port, p.frame) {
+                if queues.forward(port, p.frame, now, io) {
                     sent += 1;
                 }
             }
             _ => io.free(p.frame.into_buf()),
         }
     }
+    queues.drain(pipeline.config().node_id, now, io, hist);
     io.flush();
     sent
 }

@@ -10,11 +10,9 @@
 //! read after the RX poll to the next one, after the TX submission) is a per-worker
 //! hdrhistogram recorded once per batch, merged on request.
 //!
-//! A port with a managed egress queue (`[port.queue]`: limits, token-bucket shaper, PIE or RED
-//! with ECN) gets one per worker: forwarded frames are enqueued (the AQM marks or drops at
-//! enqueue), and every loop dequeues what the shaper lets go, writes IOAM's egress fields (queue
-//! depth, transit delay including the queueing, buffer occupancy) as the lab does, and sends.
-//! A worker with frames queued does not sleep.
+//! A port with a managed egress queue (`[port.queue]`) gets one per worker ([`Egress`]):
+//! forwarded frames are enqueued, and every loop sends what the shaper lets go with IOAM's
+//! egress fields written. A worker with frames queued does not sleep.
 //!
 //! It never allocates, locks or makes a syscall per packet: syscalls are per batch (TX kick,
 //! fill-ring wakeup), the stats lock is taken per request.
@@ -27,13 +25,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
-use crate::aqm::{EgressQueue, QueueStats};
+use crate::aqm::QueueStats;
+use crate::egress::{self, Egress};
 use crate::export::PostcardRing;
 use crate::io::afxdp::{
     BindMode, UmemAccounting, UmemBuf, XskConfig, XskPortSpec, XskPortStats, XskSet,
 };
-use crate::ioam::{patch_egress, EgressFacts};
-use crate::pipeline::{Counters, CountingSink, NodeConfig, Packet, Pipeline, Verdict, MAX_PORTS};
+use crate::pipeline::{Counters, CountingSink, Packet, Pipeline, Verdict, MAX_PORTS};
 use crate::snapshot::ConfigCell;
 
 /// A port of the node on a live interface.
@@ -411,12 +409,7 @@ impl Engine {
                     }),
                 }
             }
-            if queues.len() < s.queues.len() {
-                queues.resize(s.queues.len(), QueueStats::default());
-            }
-            for (q, w) in queues.iter_mut().zip(&s.queues) {
-                q.merge(w);
-            }
+            egress::merge_stats(&mut queues, &s.queues);
             let _ = hist.add(&s.latency);
             umem.merge(&s.umem);
             batches += s.batches;
@@ -546,8 +539,8 @@ impl WorkerCtx {
         let mut prev_forwarded = 0u64;
         let sleep = Duration::from_micros(self.config.idle_sleep_us);
         let mut served = 0u64;
-        let mut queues = Vec::new();
-        reconfigure_queues(&mut queues, pipeline.config(), now_ns(), &mut set);
+        let mut queues = Egress::default();
+        queues.reconfigure(pipeline.config(), now_ns(), &mut set);
         {
             let mut slot = lock(&self.shared.slot);
             slot.core = if pinned { self.core } else { None };
@@ -557,7 +550,7 @@ impl WorkerCtx {
         let _ = self.ready.send((self.queue_id, Ok(notes)));
 
         let publish = |set: &XskSet,
-                       queues: &[Option<EgressQueue<UmemBuf>>],
+                       queues: &Egress<UmemBuf>,
                        pipeline: &Pipeline,
                        hist: &Histogram<u64>,
                        batches: u64,
@@ -568,10 +561,7 @@ impl WorkerCtx {
             let mut slot = lock(&self.shared.slot);
             slot.counters.clone_from(pipeline.counters());
             slot.ports = set.port_stats();
-            slot.queues = queues
-                .iter()
-                .map(|q| q.as_ref().map(EgressQueue::stats).unwrap_or_default())
-                .collect();
+            slot.queues = queues.stats();
             slot.latency.reset();
             let _ = slot.latency.add(hist);
             slot.batches = batches;
@@ -615,12 +605,13 @@ impl WorkerCtx {
                 prev_forwarded = 0;
             }
             if let Some(cfg) = reader.poll() {
-                reconfigure_queues(&mut queues, &cfg, now, &mut set);
+                queues.reconfigure(&cfg, now, &mut set);
                 pipeline.set_config(cfg);
                 reader.applied();
             }
 
-            let queued = drain_queues(&mut queues, &pipeline, now, &mut set, &mut hist);
+            let node_id = pipeline.config().node_id;
+            let queued = queues.drain(node_id, now, &mut set, &mut hist);
             set.flush();
             if n == 0 {
                 idle_polls += 1;
@@ -642,32 +633,21 @@ impl WorkerCtx {
             let mut forwarded = 0u64;
             for p in batch.drain(..) {
                 match p.verdict {
-                    Verdict::Forward(port) => match queues.get_mut(port as usize) {
-                        Some(Some(q)) => {
-                            if let Err((frame, _)) = q.enqueue(now, p.frame) {
-                                set.free(frame.into_buf());
-                            }
+                    Verdict::Forward(port) => {
+                        if queues.forward(port, p.frame, now, &mut set) {
+                            forwarded += 1;
                         }
-                        _ => {
-                            if set.send(port, p.frame) {
-                                forwarded += 1;
-                            }
-                        }
-                    },
+                    }
                     _ => set.free(p.frame.into_buf()),
                 }
             }
-            drain_queues(&mut queues, &pipeline, now, &mut set, &mut hist);
+            queues.drain(node_id, now, &mut set, &mut hist);
             set.flush();
             prev_now = now;
             prev_forwarded = forwarded;
         }
 
-        for q in queues.iter_mut().flatten() {
-            for e in q.drain() {
-                set.free(e.frame.into_buf());
-            }
-        }
+        queues.discard(&mut set);
         let umem = set.close(Duration::from_secs(1));
         publish(
             &set,
@@ -684,63 +664,4 @@ impl WorkerCtx {
         drop(set);
         self.shared.served.store(u64::MAX, Ordering::Release);
     }
-}
-
-/// Give the ports the egress queues `cfg` asks for: a running queue takes new parameters and
-/// keeps its frames; a queue the config no longer has sends what it holds straight away.
-fn reconfigure_queues(
-    queues: &mut Vec<Option<EgressQueue<UmemBuf>>>,
-    cfg: &NodeConfig,
-    now: u64,
-    set: &mut XskSet,
-) {
-    queues.resize_with(cfg.ports.len().max(queues.len()), || None);
-    for (i, slot) in queues.iter_mut().enumerate() {
-        match (
-            cfg.ports.get(i).and_then(|p| p.queue.as_ref()),
-            slot.as_mut(),
-        ) {
-            (Some(qc), Some(q)) => qc.apply_to(q, now),
-            (Some(qc), None) => *slot = Some(qc.build(now, i as u64 + 1)),
-            (None, Some(q)) => {
-                for e in q.drain() {
-                    set.send(i as u16, e.frame);
-                }
-                *slot = None;
-            }
-            (None, None) => {}
-        }
-    }
-}
-
-/// Send what the queues' shapers let go at `now`, each frame's IOAM egress fields written
-/// first; returns how many frames stay queued. The latency histogram gets each frame's sojourn.
-fn drain_queues(
-    queues: &mut [Option<EgressQueue<UmemBuf>>],
-    pipeline: &Pipeline,
-    now: u64,
-    set: &mut XskSet,
-    hist: &mut Histogram<u64>,
-) -> usize {
-    let mut left = 0;
-    for (port, q) in queues.iter_mut().enumerate() {
-        let Some(q) = q else { continue };
-        while let Some(mut e) = q.dequeue(now) {
-            let sojourn = now.saturating_sub(e.enqueued_at);
-            patch_egress(
-                e.frame.bytes_mut(),
-                &EgressFacts {
-                    node_id: pipeline.config().node_id,
-                    queue_depth: e.depth_at_enqueue,
-                    queue_sojourn_ns: sojourn,
-                    buffer_occupancy: set.in_use() as u32,
-                },
-            );
-            if set.send(port as u16, e.frame) {
-                hist.saturating_record(sojourn.max(1));
-            }
-        }
-        left += q.len();
-    }
-    left
 }

@@ -8,6 +8,7 @@ pub mod aqm;
 pub mod branch;
 #[cfg(feature = "dpdk")]
 pub mod dpdk_engine;
+pub mod egress;
 pub mod engine;
 pub mod export;
 pub mod frame;

@@ -182,15 +182,15 @@ const IDLE_POLLS_BEFORE_SLEEP: u32 = 64;
 
 /// Shared between the workers and the thread that watches them: no per-packet traffic.
 struct Progress {
-    /// Monotonic ns (since `epoch`) of the first and the latest batch that received anything.
+    /// System-clock ns of the first and the latest batch that received anything (the batch's
+    /// own clock reading: no extra read).
     first_rx: AtomicU64,
     last_rx: AtomicU64,
-    epoch: Instant,
 }
 
 impl Progress {
-    fn mark(&self) {
-        let t = self.epoch.elapsed().as_nanos() as u64 + 1;
+    fn mark(&self, now: u64) {
+        let t = now.max(1);
         let _ = self
             .first_rx
             .compare_exchange(0, t, Ordering::AcqRel, Ordering::Acquire);
@@ -414,7 +414,6 @@ pub fn run(
     let progress = Progress {
         first_rx: AtomicU64::new(0),
         last_rx: AtomicU64::new(0),
-        epoch: Instant::now(),
     };
     let quit = AtomicBool::new(false);
     let slots = monitor.register(config.queues);
@@ -471,7 +470,7 @@ pub fn run(
                 if let Some(idle) = when.idle {
                     let last = progress.last_rx.load(Ordering::Acquire);
                     if last > 0 {
-                        let since = progress.epoch.elapsed().as_nanos() as u64 + 1 - last;
+                        let since = now_ns().saturating_sub(last);
                         if since >= idle.as_nanos() as u64 {
                             break;
                         }
@@ -584,7 +583,6 @@ impl<'p> Worker<'_, 'p> {
         let mut reader = self.cell.reader();
         let mut pipeline = Pipeline::new(self.cell.load());
         pipeline.postcards = self.postcards.clone();
-        let mut sink = CountingSink::default();
         let nports = self.ports.iter().flatten().count().max(1);
         // Every received packet may fan out to every port of the node.
         let cap = batch_size * nports * (1 + MAX_PORTS.min(self.ports.len() + 1));
@@ -596,27 +594,33 @@ impl<'p> Worker<'_, 'p> {
         let mut served = 0u64;
         let mut queues = Egress::default();
         queues.reconfigure(pipeline.config(), now_ns(), &mut io);
+        let mut lane = Lane {
+            pipeline,
+            io,
+            queues,
+            sink: CountingSink::default(),
+        };
         let _ = self.ready.send(Ok(()));
 
         while !self.quit.load(Ordering::Acquire) {
             let req = self.slot.request.load(Ordering::Acquire);
             if req != served {
                 stats.epoch = reader.epoch();
-                stats.queues = queues.stats();
-                self.publish(&mut stats, &pipeline, &io, &sink);
+                stats.queues = lane.queues.stats();
+                self.publish(&mut stats, &lane);
                 served = req;
                 self.slot.served.store(req, Ordering::Release);
             }
             if let Some(cfg) = reader.poll() {
-                queues.reconfigure(&cfg, now_ns(), &mut io);
-                pipeline.set_config(cfg);
+                lane.queues.reconfigure(&cfg, now_ns(), &mut lane.io);
+                lane.pipeline.set_config(cfg);
                 reader.applied();
             }
             match self.config.clock {
                 Clock::System => {
                     // Receive first, then read the clock: no frame is stamped before it
                     // arrived, so stamps along a path are in causal order (as on AF_XDP).
-                    let n = io.rx(batch_size, RxClock::Batch(0), &mut batch);
+                    let n = lane.io.rx(batch_size, RxClock::Batch(0), &mut batch);
                     let now = now_ns();
                     if prev.1 > 0 {
                         stats
@@ -624,10 +628,12 @@ impl<'p> Worker<'_, 'p> {
                             .saturating_record_n(now.saturating_sub(prev.0).max(1), prev.1);
                         prev.1 = 0;
                     }
-                    let node_id = pipeline.config().node_id;
-                    let queued = queues.drain(node_id, now, &mut io, &mut stats.latency);
+                    let node_id = lane.pipeline.config().node_id;
+                    let queued = lane
+                        .queues
+                        .drain(node_id, now, &mut lane.io, &mut stats.latency);
                     if n == 0 {
-                        io.flush();
+                        lane.io.flush();
                         stats.idle_polls += 1;
                         idle_run = idle_run.saturating_add(1);
                         if !sleep.is_zero() && idle_run > IDLE_POLLS_BEFORE_SLEEP && queued == 0 {
@@ -641,32 +647,25 @@ impl<'p> Worker<'_, 'p> {
                     for p in &mut batch {
                         p.rx_ns = now;
                     }
-                    self.progress.mark();
-                    let sent = process(
-                        &mut pipeline,
-                        &mut io,
-                        &mut queues,
-                        now,
-                        &mut batch,
-                        &mut sink,
-                        &mut stats.latency,
-                    );
+                    self.progress.mark(now);
+                    let sent = lane.process(now, &mut batch, &mut stats.latency);
                     stats.batches += 1;
                     prev = (now, sent);
                 }
                 Clock::Device { scale, window_ns } => {
+                    let polled = now_ns();
                     let clock = RxClock::Device {
                         scale,
-                        fallback: now_ns(),
+                        fallback: polled,
                     };
-                    let n = io.rx(batch_size, clock, &mut pending);
+                    let n = lane.io.rx(batch_size, clock, &mut pending);
                     if n == 0 && pending.is_empty() {
                         stats.idle_polls += 1;
                         std::hint::spin_loop();
                         continue;
                     }
                     if n > 0 {
-                        self.progress.mark();
+                        self.progress.mark(polled);
                     }
                     while let Some(first) = pending.first().map(|p| p.rx_ns) {
                         let mut k = 1;
@@ -682,15 +681,7 @@ impl<'p> Worker<'_, 'p> {
                         }
                         batch.extend(pending.drain(..k));
                         let now = batch.last().map_or(first, |p| p.rx_ns);
-                        process(
-                            &mut pipeline,
-                            &mut io,
-                            &mut queues,
-                            now,
-                            &mut batch,
-                            &mut sink,
-                            &mut stats.latency,
-                        );
+                        lane.process(now, &mut batch, &mut stats.latency);
                         stats.batches += 1;
                     }
                 }
@@ -699,32 +690,24 @@ impl<'p> Worker<'_, 'p> {
         // Whatever a device-clock worker still held back leaves as a last batch.
         if let Some(now) = pending.last().map(|p| p.rx_ns) {
             batch.append(&mut pending);
-            process(
-                &mut pipeline,
-                &mut io,
-                &mut queues,
-                now,
-                &mut batch,
-                &mut sink,
-                &mut stats.latency,
-            );
+            lane.process(now, &mut batch, &mut stats.latency);
             stats.batches += 1;
         }
         match self.config.clock {
             // A finite input ended: what its queues hold leaves, unshaped.
-            Clock::Device { .. } => queues.flush_all(&mut io),
+            Clock::Device { .. } => lane.queues.flush_all(&mut lane.io),
             // A live node stops: what is still queued is dropped, as on AF_XDP.
-            Clock::System => queues.discard(&mut io),
+            Clock::System => lane.queues.discard(&mut lane.io),
         }
-        stats.queues = queues.stats();
-        io.flush();
-        stats.counters = pipeline.counters().clone();
-        stats.io = io.counters;
-        stats.no_port = io.no_port;
-        stats.traces = sink.traces;
-        stats.held_at_exit = io.held();
+        stats.queues = lane.queues.stats();
+        lane.io.flush();
+        stats.counters = lane.pipeline.counters().clone();
+        stats.io = lane.io.counters;
+        stats.no_port = lane.io.no_port;
+        stats.traces = lane.sink.traces;
+        stats.held_at_exit = lane.io.held();
         stats.epoch = reader.epoch();
-        drop(io);
+        drop(lane);
         drop(registration);
         lock(&self.slot.report).clone_from(&stats);
         self.slot.served.store(u64::MAX, Ordering::Release);
@@ -732,47 +715,56 @@ impl<'p> Worker<'_, 'p> {
     }
 
     /// Leave this worker's numbers so far in its slot (once per request).
-    fn publish(
-        &self,
-        stats: &mut DpdkWorkerStats,
-        pipeline: &Pipeline,
-        io: &QueueIo<'p>,
-        sink: &CountingSink,
-    ) {
-        stats.counters.clone_from(pipeline.counters());
-        stats.io = io.counters;
-        stats.no_port = io.no_port;
-        stats.traces = sink.traces;
+    fn publish(&self, stats: &mut DpdkWorkerStats, lane: &Lane<'p>) {
+        stats.counters.clone_from(lane.pipeline.counters());
+        stats.io = lane.io.counters;
+        stats.no_port = lane.io.no_port;
+        stats.traces = lane.sink.traces;
         let mut r = lock(&self.slot.report);
         r.clone_from(stats);
     }
 }
 
-/// One batch through the pipeline and out (through the egress queues of the ports that have
-/// one); returns how many frames were sent straight away.
-fn process<'p>(
-    pipeline: &mut Pipeline,
-    io: &mut QueueIo<'p>,
-    queues: &mut Egress<Mbuf<'p>>,
-    now: u64,
-    batch: &mut Vec<Packet<Mbuf<'p>>>,
-    sink: &mut CountingSink,
-    hist: &mut Histogram<u64>,
-) -> u64 {
-    pipeline.buffer_occupancy = io.held();
-    pipeline.process_replicating(now, batch, &mut || io.alloc(), sink);
-    let mut sent = 0;
-    for p in batch.drain(..) {
-        match p.verdict {
-            Verdict::Forward(port) => {
-                if queues.forward(port, p.frame, now, io) {
-                    sent += 1;
+/// A worker's packet path: its pipeline, its queue's ports, the egress queues in front of them
+/// and what the pipeline's traces count.
+struct Lane<'p> {
+    pipeline: Pipeline,
+    io: QueueIo<'p>,
+    queues: Egress<Mbuf<'p>>,
+    sink: CountingSink,
+}
+
+impl<'p> Lane<'p> {
+    /// One batch through the pipeline and out (through the egress queues of the ports that
+    /// have one); returns how many frames were sent straight away. `hist` gets the sojourns of
+    /// queued frames sent now.
+    fn process(
+        &mut self,
+        now: u64,
+        batch: &mut Vec<Packet<Mbuf<'p>>>,
+        hist: &mut Histogram<u64>,
+    ) -> u64 {
+        let Lane {
+            pipeline,
+            io,
+            queues,
+            sink,
+        } = self;
+        pipeline.buffer_occupancy = io.held();
+        pipeline.process_replicating(now, batch, &mut || io.alloc(), sink);
+        let mut sent = 0;
+        for p in batch.drain(..) {
+            match p.verdict {
+                Verdict::Forward(port) => {
+                    if queues.forward(port, p.frame, now, io) {
+                        sent += 1;
+                    }
                 }
+                _ => io.free(p.frame.into_buf()),
             }
-            _ => io.free(p.frame.into_buf()),
         }
+        queues.drain(pipeline.config().node_id, now, io, hist);
+        io.flush();
+        sent
     }
-    queues.drain(pipeline.config().node_id, now, io, hist);
-    io.flush();
-    sent
 }

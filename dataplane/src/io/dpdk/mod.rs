@@ -53,6 +53,13 @@ mod sys {
 /// they make [`HEADROOM`]. A multiple of 8 (`RTE_MBUF_PRIV_ALIGN`).
 pub const PRIV: usize = (HEADROOM.saturating_sub(128) + 7) & !7;
 
+/// `sizeof(struct rte_mbuf)` (opaque to the bindings), asked of the shim once per process.
+fn mbuf_header() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: plain constant read through the shim.
+    *SIZE.get_or_init(|| unsafe { sys::mtn_mbuf_struct_size() } as usize)
+}
+
 /// Most packets one [`QueueIo::rx`] call takes from one port.
 pub const MAX_BURST: usize = 256;
 
@@ -380,9 +387,7 @@ impl Mbuf<'_> {
     /// `m` must be a valid, direct, single-segment mbuf that the caller owns exclusively (not
     /// shared, not in any ring), described by `info`, whose pool outlives `'p`.
     unsafe fn from_info(m: NonNull<sys::rte_mbuf>, info: &sys::mtn_mbuf_info) -> Self {
-        // SAFETY: plain constant read through the shim.
-        let header = unsafe { sys::mtn_mbuf_struct_size() } as usize;
-        let ours = m.as_ptr() as usize + header + PRIV;
+        let ours = m.as_ptr() as usize + mbuf_header() + PRIV;
         let priv_len = if info.buf_addr as usize == ours {
             PRIV as u16
         } else {

@@ -27,10 +27,10 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use hdrhistogram::Histogram;
 pub use mtnode_dataplane::aqm::QueueStats;
-use mtnode_dataplane::engine::LatencySummary;
 use mtnode_dataplane::pipeline::{Counters, DropReason, NodeConfig};
 use mtnode_dataplane::snapshot::ConfigCell;
 use mtnode_dataplane::wire::Error as WireError;
+use mtnode_dataplane::worker::LatencySummary;
 use serde_json::{json, Map, Value};
 
 use crate::config::{self, ConfigError, Loaded};

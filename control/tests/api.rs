@@ -13,11 +13,11 @@ use mtnode_control::ctl::Client;
 use mtnode_control::lab::{self, LabApi, LabOptions};
 use mtnode_control::topology::Topology;
 use mtnode_dataplane::aqm::QueueCounters;
-use mtnode_dataplane::engine::LatencySummary;
 use mtnode_dataplane::export::PostcardKind;
 use mtnode_dataplane::pipeline::DropReason;
 use mtnode_dataplane::snapshot::ConfigCell;
 use mtnode_dataplane::wire::Error as WireError;
+use mtnode_dataplane::worker::LatencySummary;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "test-token-7";

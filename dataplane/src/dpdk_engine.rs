@@ -18,14 +18,13 @@
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
 use crate::aqm::QueueStats;
 use crate::egress::{self, Egress};
-use crate::engine::LatencySummary;
 use crate::export::PostcardRing;
 use crate::io::dpdk::{
     DpdkError, Eal, EthPort, Mbuf, Mempool, PortSetup, PortSpec, PortStats, QueueCounters, QueueIo,
@@ -33,6 +32,7 @@ use crate::io::dpdk::{
 };
 use crate::pipeline::{Counters, CountingSink, Packet, Pipeline, Verdict, MAX_PORTS};
 use crate::snapshot::ConfigCell;
+use crate::worker::{self, lock, new_histogram, now_ns, LatencySummary, IDLE_POLLS_BEFORE_SLEEP};
 
 /// A node port on a DPDK device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,25 +161,6 @@ pub struct DpdkRunStats {
     pub traces: u64,
 }
 
-/// Highest latency the histograms hold: 60 s.
-const LATENCY_MAX_NS: u64 = 60_000_000_000;
-
-fn new_histogram() -> Histogram<u64> {
-    let mut h = Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds");
-    h.auto(false);
-    h
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// Empty polls in a row before an idle worker starts sleeping (when configured to).
-const IDLE_POLLS_BEFORE_SLEEP: u32 = 64;
-
 /// Shared between the workers and the thread that watches them: no per-packet traffic.
 struct Progress {
     /// System-clock ns of the first and the latest batch that received anything (the batch's
@@ -204,10 +185,6 @@ struct Slot {
     request: AtomicU64,
     served: AtomicU64,
     report: Mutex<DpdkWorkerStats>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The running node's numbers, as [`DpdkMonitor::stats`] merges them.
@@ -282,7 +259,7 @@ impl DpdkMonitor {
             out.epochs.push(r.epoch);
             egress::merge_stats(&mut out.queues, &r.queues);
         }
-        out.latency = summary(&hist);
+        out.latency = LatencySummary::of(&hist);
         out
     }
 
@@ -313,20 +290,6 @@ fn add_io(to: &mut QueueCounters, c: &QueueCounters) {
     to.relocated += c.relocated;
     to.alloc_failed += c.alloc_failed;
     to.unstamped += c.unstamped;
-}
-
-/// Latency quantiles of a merged histogram.
-pub fn summary(h: &Histogram<u64>) -> LatencySummary {
-    let q = |x: f64| h.value_at_quantile(x);
-    LatencySummary {
-        count: h.len(),
-        p50_ns: q(0.5),
-        p90_ns: q(0.9),
-        p99_ns: q(0.99),
-        p999_ns: q(0.999),
-        max_ns: h.max(),
-        mean_ns: if h.is_empty() { 0.0 } else { h.mean() },
-    }
 }
 
 /// Run the node on DPDK ports until `stop` is set or `when` says so; `ready` is called once
@@ -367,20 +330,7 @@ pub fn run(
     }
 
     // Before the EAL starts: it narrows this thread's affinity to its main lcore.
-    let cores: Vec<usize> = if config.cores.is_empty() {
-        let all: Vec<usize> = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        if all.len() > 1 {
-            all[1..].to_vec()
-        } else {
-            all
-        }
-    } else {
-        config.cores.clone()
-    };
+    let cores = worker::cores(&config.cores);
 
     let eal = Eal::init(&config.eal_args)?;
     let pools = (0..config.queues)

@@ -19,9 +19,9 @@
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -33,6 +33,7 @@ use crate::io::afxdp::{
 };
 use crate::pipeline::{Counters, CountingSink, Packet, Pipeline, Verdict, MAX_PORTS};
 use crate::snapshot::ConfigCell;
+use crate::worker::{self, lock, new_histogram, now_ns, LatencySummary, IDLE_POLLS_BEFORE_SLEEP};
 
 /// A port of the node on a live interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,15 +94,6 @@ impl std::fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
-/// Highest latency the histograms hold: 60 s.
-const LATENCY_MAX_NS: u64 = 60_000_000_000;
-
-fn new_histogram() -> Histogram<u64> {
-    let mut h = Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds");
-    h.auto(false);
-    h
-}
-
 /// One worker's numbers, as of its last report.
 #[derive(Debug, Clone)]
 pub struct WorkerStats {
@@ -149,18 +141,6 @@ impl WorkerStats {
             finished: false,
         }
     }
-}
-
-/// Latency quantiles, ns.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LatencySummary {
-    pub count: u64,
-    pub p50_ns: u64,
-    pub p90_ns: u64,
-    pub p99_ns: u64,
-    pub p999_ns: u64,
-    pub max_ns: u64,
-    pub mean_ns: f64,
 }
 
 /// Every worker's numbers merged.
@@ -212,17 +192,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 impl Engine {
     /// Bind every port's sockets, one worker per queue, and start forwarding under `cell`'s
     /// configuration. Returns once every worker is bound and running, or with the first
@@ -256,20 +225,7 @@ impl Engine {
         if config.batch_size == 0 {
             return Err(EngineError::Config("batch_size must be at least 1".into()));
         }
-        let cores: Vec<usize> = if config.cores.is_empty() {
-            let all: Vec<usize> = core_affinity::get_core_ids()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| c.id)
-                .collect();
-            if all.len() > 1 {
-                all[1..].to_vec()
-            } else {
-                all
-            }
-        } else {
-            config.cores.clone()
-        };
+        let cores = worker::cores(&config.cores);
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
@@ -419,16 +375,7 @@ impl Engine {
             workers.push(s);
         }
         ports.sort_by_key(|p| p.port);
-        let q = |x: f64| hist.value_at_quantile(x);
-        let latency = LatencySummary {
-            count: hist.len(),
-            p50_ns: q(0.5),
-            p90_ns: q(0.9),
-            p99_ns: q(0.99),
-            p999_ns: q(0.999),
-            max_ns: hist.max(),
-            mean_ns: if hist.is_empty() { 0.0 } else { hist.mean() },
-        };
+        let latency = LatencySummary::of(&hist);
         EngineStats {
             counters,
             ports,
@@ -495,9 +442,6 @@ struct WorkerCtx {
     postcards: Option<Arc<PostcardRing>>,
     ready: mpsc::Sender<(u32, Result<Vec<String>, String>)>,
 }
-
-/// Empty polls in a row before an idle worker starts sleeping (when configured to).
-const IDLE_POLLS_BEFORE_SLEEP: u32 = 64;
 
 impl WorkerCtx {
     fn run(self) {

@@ -18,3 +18,4 @@ pub mod mcast;
 pub mod pipeline;
 pub mod snapshot;
 pub mod wire;
+pub mod worker;

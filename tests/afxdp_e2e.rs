@@ -21,10 +21,9 @@ use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mtnode_dataplane::ioam::{find_trace, Hops};
-use mtnode_dataplane::wire::IoamTrace;
-use mtnode_tests::frames::{ioam_prealloc_options, parse_ipv6, parse_prealloc_trace, Udp6};
-use mtnode_tests::netns::{capture, inject_pps, require_root, veth, LiveNode, Netns};
+use mtnode_tests::copies;
+use mtnode_tests::frames::{ioam_prealloc_options, Udp6};
+use mtnode_tests::netns::{capture, inject_pps, require_root, xdp_veth, LiveNode, Netns, XDP_MTU};
 use mtnode_tests::pcapio::write_pcap;
 use serde_json::Value;
 
@@ -45,8 +44,6 @@ const IF_B1: u16 = 21;
 const IF_B2: u16 = 22;
 /// Frame sizes the packets cycle through (before any IOAM).
 const SIZES: [usize; 3] = [70, 512, 1400];
-/// Below a page, so veth takes native XDP.
-const MTU: &str = "3000";
 /// The empty trace the transit packets carry: 8 hops of 5 words.
 const TRACE_TYPE: u32 = 0xF8_0000;
 const NODE_LEN: u8 = 5;
@@ -142,24 +139,11 @@ fn topo() -> Topo {
     // No kernel stack speaks on these links (router solicitations, MLD reports): the node
     // sees exactly the generator's packets, and the sinks' own traffic does not reach it.
     for ns in [&t.gen, &t.node, &t.s1, &t.s2] {
-        ns.sysctls(&[
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ]);
+        ns.ipv6_off();
     }
-    veth(&t.gen, "g0", &t.node, "n_in");
-    veth(&t.node, "n_b1", &t.s1, "s1");
-    veth(&t.node, "n_b2", &t.s2, "s2");
-    for (ns, ifname) in [
-        (&t.gen, "g0"),
-        (&t.node, "n_in"),
-        (&t.node, "n_b1"),
-        (&t.node, "n_b2"),
-        (&t.s1, "s1"),
-        (&t.s2, "s2"),
-    ] {
-        ns.ip(["link", "set", "dev", ifname, "mtu", MTU]);
-    }
+    xdp_veth(&t.gen, "g0", &t.node, "n_in");
+    xdp_veth(&t.node, "n_b1", &t.s1, "s1");
+    xdp_veth(&t.node, "n_b2", &t.s2, "s2");
     t
 }
 
@@ -197,73 +181,20 @@ fn run_once(t: &Topo, role: &str, bin: &Path) -> Value {
         links(&t.s2)
     );
 
-    for (branch, frames, egress) in [("b1", &b1, IF_B1), ("b2", &b2, IF_B2)] {
-        assert_eq!(frames.len(), N, "copies on {branch}: {ctx}");
-        let mut seen = vec![false; N];
-        for f in frames.iter() {
-            let g = parse_ipv6(f).expect("IPv6 copy");
-            assert_eq!((g.src, g.dst), (SOURCE, GROUP));
-            assert_eq!(g.hop_limit, 63, "route mode decrements the hop limit");
-            let hbh = g.hop_by_hop.expect("a Hop-by-Hop header on every copy");
-            let udp = &g.packet[40 + hbh.len()..];
-            let seq = u32::from_be_bytes(udp[8..12].try_into().unwrap()) as usize;
-            assert!(seq < N, "{branch}: sequence {seq}");
-            assert!(!seen[seq], "{branch}: sequence {seq} twice");
-            seen[seq] = true;
-            // The payload (and UDP header) is the packet's own, untouched.
-            let orig = parse_ipv6(&sent[seq]).unwrap();
-            let orig_udp = &orig.packet[40 + orig.hop_by_hop.map_or(0, |h| h.len())..];
-            assert_eq!(udp, orig_udp, "{branch}: packet {seq}'s UDP datagram");
-
-            // mtnode's decoder.
-            let loc = find_trace(f, 14 + 40)
-                .expect("well-formed Hop-by-Hop")
-                .expect("a trace");
-            let trace = IoamTrace::new_checked(&f[loc.trace_range()]).expect("trace");
-            assert_eq!(
-                (trace.namespace_id(), trace.node_len(), trace.flags()),
-                (1, NODE_LEN, 0),
-                "{branch} packet {seq}"
-            );
-            assert_eq!(trace.remaining_len(), (HOPS - 1) * NODE_LEN);
-            let hops: Vec<_> = Hops::new(trace).collect();
-            assert_eq!(hops.len(), 1, "{branch} packet {seq}: one entry");
-            let h = hops[0];
-            assert_eq!(h.node_id, Some(NODE_ID));
-            assert_eq!(h.hop_limit, Some(63));
-            assert_eq!(
-                (h.ingress_if, h.egress_if),
-                (Some(IF_IN), Some(egress)),
-                "{branch} packet {seq}: interface IDs"
-            );
-            let ts = u64::from(h.timestamp_secs.unwrap()) * 1_000_000_000
-                + u64::from(h.timestamp_frac.unwrap());
-            assert!(
-                ts + 1_000_000_000 >= before && ts <= after,
-                "{branch} packet {seq}: timestamp {ts} outside [{before}, {after}]"
-            );
-            assert!(
-                h.transit_delay.unwrap() < 1_000_000_000,
-                "{branch} packet {seq}: transit delay {:?}",
-                h.transit_delay
-            );
-            // The harness's own reader agrees on every octet of the entry.
-            let raw = parse_prealloc_trace(hbh).expect("trace (harness)");
-            let nodes = raw.filled_nodes();
-            assert_eq!(nodes.len(), 1);
-            let w = |k: usize| u32::from_be_bytes(nodes[0][4 * k..4 * k + 4].try_into().unwrap());
-            assert_eq!(
-                [w(0), w(1), w(2), w(3), w(4)],
-                [
-                    63 << 24 | NODE_ID,
-                    u32::from(IF_IN) << 16 | u32::from(egress),
-                    h.timestamp_secs.unwrap(),
-                    h.timestamp_frac.unwrap(),
-                    h.transit_delay.unwrap(),
-                ],
-                "{branch} packet {seq}"
-            );
-        }
+    for (name, frames, egress_if) in [("b1", &b1, IF_B1), ("b2", &b2, IF_B2)] {
+        let want = copies::Branch {
+            name,
+            source: SOURCE,
+            group: GROUP,
+            sent: &sent,
+            node_id: NODE_ID,
+            ingress_if: IF_IN,
+            egress_if,
+            node_len: NODE_LEN,
+            hops: HOPS,
+            window: (before, after),
+        };
+        copies::check(frames, &want, &ctx);
     }
 
     // The node's own account equals the traffic.
@@ -341,24 +272,11 @@ fn gen_counts_what_the_branch_node_delivers() {
     let ends = Netns::new("ends");
     let node = Netns::new("node");
     for ns in [&ends, &node] {
-        ns.sysctls(&[
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ]);
+        ns.ipv6_off();
     }
-    veth(&ends, "g0", &node, "n_in");
-    veth(&node, "n_b1", &ends, "s1");
-    veth(&node, "n_b2", &ends, "s2");
-    for (ns, ifname) in [
-        (&ends, "g0"),
-        (&ends, "s1"),
-        (&ends, "s2"),
-        (&node, "n_in"),
-        (&node, "n_b1"),
-        (&node, "n_b2"),
-    ] {
-        ns.ip(["link", "set", "dev", ifname, "mtu", MTU]);
-    }
+    xdp_veth(&ends, "g0", &node, "n_in");
+    xdp_veth(&node, "n_b1", &ends, "s1");
+    xdp_veth(&node, "n_b2", &ends, "s2");
     let conf = node.workdir().join("encap.toml");
     std::fs::write(&conf, config("encap")).unwrap();
     let live = LiveNode::start(&node, bin, &conf);
@@ -430,10 +348,7 @@ fn two_queues_two_workers() {
     let ends = Netns::new("ends");
     let node = Netns::new("node");
     for ns in [&ends, &node] {
-        ns.sysctls(&[
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ]);
+        ns.ipv6_off();
     }
     for (a, b) in [("g0", "n_in"), ("s1", "n_b1"), ("s2", "n_b2")] {
         ends.ip([
@@ -441,7 +356,7 @@ fn two_queues_two_workers() {
             "add",
             a,
             "mtu",
-            MTU,
+            XDP_MTU,
             "numtxqueues",
             "2",
             "numrxqueues",
@@ -452,7 +367,7 @@ fn two_queues_two_workers() {
             "name",
             b,
             "mtu",
-            MTU,
+            XDP_MTU,
             "numtxqueues",
             "2",
             "numrxqueues",

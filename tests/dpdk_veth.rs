@@ -24,10 +24,9 @@ use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mtnode_dataplane::ioam::{find_trace, Hops};
-use mtnode_dataplane::wire::IoamTrace;
-use mtnode_tests::frames::{parse_ipv6, parse_prealloc_trace, Udp6};
-use mtnode_tests::netns::{capture, inject_pps, require_root, veth, LiveNode, Netns};
+use mtnode_tests::copies;
+use mtnode_tests::frames::Udp6;
+use mtnode_tests::netns::{capture, inject_pps, require_root, xdp_veth, LiveNode, Netns};
 use mtnode_tests::pcapio::write_pcap;
 use serde_json::Value;
 
@@ -42,7 +41,6 @@ const IF_B1: u16 = 21;
 const IF_B2: u16 = 22;
 /// Frame sizes the packets cycle through (before any IOAM).
 const SIZES: [usize; 3] = [70, 512, 1400];
-const MTU: &str = "3000";
 const TRACE_TYPE: u32 = 0xF8_0000;
 const NODE_LEN: u8 = 5;
 const HOPS: u8 = 8;
@@ -146,78 +144,27 @@ fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-/// Every copy on a branch: exactly the packets `0..N` once each, with `node_id`'s entry.
 fn check_branch(
-    branch: &str,
+    name: &str,
     frames: &[Vec<u8>],
     sent: &[Vec<u8>],
-    egress: u16,
+    egress_if: u16,
     node_id: u32,
-    (before, after): (u64, u64),
+    window: (u64, u64),
 ) {
-    assert_eq!(frames.len(), N, "copies on {branch}");
-    let mut seen = vec![false; N];
-    for f in frames {
-        let g = parse_ipv6(f).expect("IPv6 copy");
-        assert_eq!((g.src, g.dst), (SOURCE, GROUP));
-        assert_eq!(g.hop_limit, 63, "route mode decrements the hop limit");
-        let hbh = g.hop_by_hop.expect("a Hop-by-Hop header on every copy");
-        let udp = &g.packet[40 + hbh.len()..];
-        let seq = u32::from_be_bytes(udp[8..12].try_into().unwrap()) as usize;
-        assert!(seq < N, "{branch}: sequence {seq}");
-        assert!(!seen[seq], "{branch}: sequence {seq} twice");
-        seen[seq] = true;
-        let orig = parse_ipv6(&sent[seq]).unwrap();
-        assert_eq!(
-            udp,
-            &orig.packet[40..],
-            "{branch}: packet {seq}'s UDP datagram"
-        );
-
-        let loc = find_trace(f, 14 + 40)
-            .expect("well-formed Hop-by-Hop")
-            .expect("a trace");
-        let trace = IoamTrace::new_checked(&f[loc.trace_range()]).expect("trace");
-        assert_eq!(
-            (trace.namespace_id(), trace.node_len(), trace.flags()),
-            (1, NODE_LEN, 0),
-            "{branch} packet {seq}"
-        );
-        assert_eq!(trace.remaining_len(), (HOPS - 1) * NODE_LEN);
-        let hops: Vec<_> = Hops::new(trace).collect();
-        assert_eq!(hops.len(), 1, "{branch} packet {seq}: one entry");
-        let h = hops[0];
-        assert_eq!(h.node_id, Some(node_id), "{branch} packet {seq}");
-        assert_eq!(h.hop_limit, Some(63));
-        assert_eq!(
-            (h.ingress_if, h.egress_if),
-            (Some(IF_IN), Some(egress)),
-            "{branch} packet {seq}: interface IDs"
-        );
-        let ts = u64::from(h.timestamp_secs.unwrap()) * 1_000_000_000
-            + u64::from(h.timestamp_frac.unwrap());
-        assert!(
-            ts + 1_000_000_000 >= before && ts <= after,
-            "{branch} packet {seq}: timestamp {ts} outside [{before}, {after}]"
-        );
-        assert!(h.transit_delay.unwrap() < 1_000_000_000);
-        // The harness's own reader agrees on every octet of the entry.
-        let raw = parse_prealloc_trace(hbh).expect("trace (harness)");
-        let nodes = raw.filled_nodes();
-        assert_eq!(nodes.len(), 1);
-        let w = |k: usize| u32::from_be_bytes(nodes[0][4 * k..4 * k + 4].try_into().unwrap());
-        assert_eq!(
-            [w(0), w(1), w(2), w(3), w(4)],
-            [
-                63 << 24 | node_id,
-                u32::from(IF_IN) << 16 | u32::from(egress),
-                h.timestamp_secs.unwrap(),
-                h.timestamp_frac.unwrap(),
-                h.transit_delay.unwrap(),
-            ],
-            "{branch} packet {seq}"
-        );
-    }
+    let want = copies::Branch {
+        name,
+        source: SOURCE,
+        group: GROUP,
+        sent,
+        node_id,
+        ingress_if: IF_IN,
+        egress_if,
+        node_len: NODE_LEN,
+        hops: HOPS,
+        window,
+    };
+    copies::check(frames, &want, "");
 }
 
 #[test]
@@ -234,24 +181,11 @@ fn pim_branch_on_dpdk_af_packet_with_live_api() {
     );
     // No kernel stack speaks on these links: the node sees exactly the generator's packets.
     for ns in [&gen, &node, &s1, &s2] {
-        ns.sysctls(&[
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ]);
+        ns.ipv6_off();
     }
-    veth(&gen, "g0", &node, "n_in");
-    veth(&node, "n_b1", &s1, "s1");
-    veth(&node, "n_b2", &s2, "s2");
-    for (ns, ifname) in [
-        (&gen, "g0"),
-        (&node, "n_in"),
-        (&node, "n_b1"),
-        (&node, "n_b2"),
-        (&s1, "s1"),
-        (&s2, "s2"),
-    ] {
-        ns.ip(["link", "set", "dev", ifname, "mtu", MTU]);
-    }
+    xdp_veth(&gen, "g0", &node, "n_in");
+    xdp_veth(&node, "n_b1", &s1, "s1");
+    xdp_veth(&node, "n_b2", &s2, "s2");
     let token_file = node.workdir().join("api.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let conf = node.workdir().join("dpdk.toml");

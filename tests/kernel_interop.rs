@@ -422,10 +422,7 @@ fn run_live(chain: &Chain, fixture_name: &str, expect: &Expect) {
     let gen = Netns::new("gen");
     let sink = Netns::new("sink");
     for ns in [&gen, &sink] {
-        ns.sysctls(&[
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ]);
+        ns.ipv6_off();
     }
     veth(&gen, "g0", &chain.src, "e_in");
     veth(&chain.dst, "d_out", &sink, "sk0");

@@ -5,6 +5,7 @@
 //!   is removed on drop, panics included, and every wait is bounded.
 //! - [`frames`]: raw-byte builders and readers for the frames those tests send. They do not use
 //!   `mtnode-dataplane` on purpose: a test that checks the dataplane must not share its parser.
+//! - [`copies`]: a live branch node's copies checked packet by packet, IOAM entry included.
 //! - [`pcapio`]: read and write classic pcap files.
 //! - [`scratch`]: temporary directories and the repository's fixtures and example configs, for
 //!   the tests that replay pcaps through mtnode.
@@ -250,6 +251,16 @@ pub mod frames {
     }
 
     /// Finds the first Pre-allocated Trace among the options of a whole Hop-by-Hop header.
+    /// The first five words of the only filled entry of the Hop-by-Hop header's trace, read
+    /// by the harness's own parser (panics unless exactly one node filled its slot).
+    pub fn single_entry_words(hop_by_hop: &[u8]) -> [u32; 5] {
+        let raw = parse_prealloc_trace(hop_by_hop).expect("a Pre-allocated Trace (harness)");
+        let nodes = raw.filled_nodes();
+        assert_eq!(nodes.len(), 1, "one filled entry");
+        let w = |k: usize| u32::from_be_bytes(nodes[0][4 * k..4 * k + 4].try_into().unwrap());
+        [w(0), w(1), w(2), w(3), w(4)]
+    }
+
     pub fn parse_prealloc_trace(hop_by_hop: &[u8]) -> Option<PreallocTrace> {
         let mut off = 2;
         while off < hop_by_hop.len() {
@@ -352,6 +363,106 @@ mod frames_tests {
         let g = Ipv6Addr::new(0xff3e, 0, 0, 0, 0, 0, 0x8000, 1);
         assert_eq!(multicast_mac(g), [0x33, 0x33, 0x80, 0, 0, 1]);
         assert_eq!(Udp6::new(SRC, g, b"").dst_mac, multicast_mac(g));
+    }
+}
+
+pub mod copies {
+    //! A live branch node's copies on one branch, checked the same way whichever backend
+    //! forwarded them: exactly one copy of every packet sent (a sequence number opens each UDP
+    //! payload), routed (hop limit 63), the packet's own UDP datagram, and exactly this node's
+    //! IOAM entry of trace type 0xF80000 in namespace 1, read by `mtnode_dataplane::ioam` and
+    //! octet for octet by the harness's own reader ([`super::frames`]).
+
+    use std::net::Ipv6Addr;
+
+    use mtnode_dataplane::ioam::{find_trace, Hops};
+    use mtnode_dataplane::wire::IoamTrace;
+
+    use super::frames::{parse_ipv6, single_entry_words};
+
+    /// What one branch's copies must be.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Branch<'a> {
+        pub name: &'a str,
+        pub source: Ipv6Addr,
+        pub group: Ipv6Addr,
+        /// The frames sent, by sequence number.
+        pub sent: &'a [Vec<u8>],
+        pub node_id: u32,
+        pub ingress_if: u16,
+        pub egress_if: u16,
+        /// The trace's node length (words) and hops of room.
+        pub node_len: u8,
+        pub hops: u8,
+        /// Wall-clock ns within which the stream was sent.
+        pub window: (u64, u64),
+    }
+
+    pub fn check(frames: &[Vec<u8>], b: &Branch<'_>, ctx: &str) {
+        let (name, n) = (b.name, b.sent.len());
+        assert_eq!(frames.len(), n, "copies on {name}: {ctx}");
+        let mut seen = vec![false; n];
+        for f in frames {
+            let g = parse_ipv6(f).expect("IPv6 copy");
+            assert_eq!((g.src, g.dst), (b.source, b.group));
+            assert_eq!(g.hop_limit, 63, "route mode decrements the hop limit");
+            let hbh = g.hop_by_hop.expect("a Hop-by-Hop header on every copy");
+            let udp = &g.packet[40 + hbh.len()..];
+            let seq = u32::from_be_bytes(udp[8..12].try_into().unwrap()) as usize;
+            assert!(seq < n, "{name}: sequence {seq}");
+            assert!(!seen[seq], "{name}: sequence {seq} twice");
+            seen[seq] = true;
+            // The payload (and UDP header) is the packet's own, untouched.
+            let orig = parse_ipv6(&b.sent[seq]).unwrap();
+            let orig_udp = &orig.packet[40 + orig.hop_by_hop.map_or(0, |h| h.len())..];
+            assert_eq!(udp, orig_udp, "{name}: packet {seq}'s UDP datagram");
+
+            // mtnode's decoder.
+            let loc = find_trace(f, 14 + 40)
+                .expect("well-formed Hop-by-Hop")
+                .expect("a trace");
+            let trace = IoamTrace::new_checked(&f[loc.trace_range()]).expect("trace");
+            assert_eq!(
+                (trace.namespace_id(), trace.node_len(), trace.flags()),
+                (1, b.node_len, 0),
+                "{name} packet {seq}"
+            );
+            assert_eq!(trace.remaining_len(), (b.hops - 1) * b.node_len);
+            let hops: Vec<_> = Hops::new(trace).collect();
+            assert_eq!(hops.len(), 1, "{name} packet {seq}: one entry");
+            let h = hops[0];
+            assert_eq!(h.node_id, Some(b.node_id), "{name} packet {seq}");
+            assert_eq!(h.hop_limit, Some(63));
+            assert_eq!(
+                (h.ingress_if, h.egress_if),
+                (Some(b.ingress_if), Some(b.egress_if)),
+                "{name} packet {seq}: interface IDs"
+            );
+            let ts = u64::from(h.timestamp_secs.unwrap()) * 1_000_000_000
+                + u64::from(h.timestamp_frac.unwrap());
+            let (before, after) = b.window;
+            assert!(
+                ts + 1_000_000_000 >= before && ts <= after,
+                "{name} packet {seq}: timestamp {ts} outside [{before}, {after}]"
+            );
+            assert!(
+                h.transit_delay.unwrap() < 1_000_000_000,
+                "{name} packet {seq}: transit delay {:?}",
+                h.transit_delay
+            );
+            // The harness's own reader agrees on every octet of the entry.
+            assert_eq!(
+                single_entry_words(hbh),
+                [
+                    63 << 24 | b.node_id,
+                    u32::from(b.ingress_if) << 16 | u32::from(b.egress_if),
+                    h.timestamp_secs.unwrap(),
+                    h.timestamp_frac.unwrap(),
+                    h.transit_delay.unwrap(),
+                ],
+                "{name} packet {seq}"
+            );
+        }
     }
 }
 
@@ -709,6 +820,15 @@ pub mod netns {
             self.exec(args);
         }
 
+        /// No IPv6 on any interface of this namespace: no router solicitation or MLD report
+        /// reaches the links, so a node sees exactly the test's packets.
+        pub fn ipv6_off(&self) {
+            self.sysctls(&[
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"),
+            ]);
+        }
+
         pub fn read_sysctl(&self, key: &str) -> String {
             let out = self.exec(["sysctl", "-n", key]);
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -778,22 +898,21 @@ pub mod netns {
             sink: Netns::new("sink"),
         };
         for ns in [&l.gen, &l.node, &l.sink] {
-            ns.sysctls(&[
-                ("net.ipv6.conf.all.disable_ipv6", "1"),
-                ("net.ipv6.conf.default.disable_ipv6", "1"),
-            ]);
+            ns.ipv6_off();
         }
-        veth(&l.gen, "g0", &l.node, "n_in");
-        veth(&l.node, "n_out", &l.sink, "s0");
-        for (ns, ifname) in [
-            (&l.gen, "g0"),
-            (&l.node, "n_in"),
-            (&l.node, "n_out"),
-            (&l.sink, "s0"),
-        ] {
-            ns.ip(["link", "set", "dev", ifname, "mtu", "3000"]);
-        }
+        xdp_veth(&l.gen, "g0", &l.node, "n_in");
+        xdp_veth(&l.node, "n_out", &l.sink, "s0");
         l
+    }
+
+    /// Below a page: what veth needs to run XDP programs natively (AF_XDP copy mode on veth).
+    pub const XDP_MTU: &str = "3000";
+
+    /// [`veth`] with MTU [`XDP_MTU`] at both ends.
+    pub fn xdp_veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+        veth(a, a_if, b, b_if);
+        a.ip(["link", "set", "dev", a_if, "mtu", XDP_MTU]);
+        b.ip(["link", "set", "dev", b_if, "mtu", XDP_MTU]);
     }
 
     /// A veth pair `a_if` in `a` — `b_if` in `b`, MTU [`VETH_MTU`], both ends up.

@@ -130,16 +130,6 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// curl in the node's namespace: (HTTP status, body).
-fn curl(node: &Netns, args: &[&str]) -> (u16, String) {
-    let mut all = vec!["curl", "-s", "--max-time", "5", "-w", "\n%{http_code}"];
-    all.extend_from_slice(args);
-    let out = node.exec(&all);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -209,14 +199,14 @@ fn pim_branch_on_dpdk_af_packet_with_live_api() {
 
     // 2. The running node's numbers.
     let n = N as u64;
-    let (status, body) = curl(&node, &[&format!("{API}/v1/stats")]);
+    let (status, body) = node.curl(&[&format!("{API}/v1/stats")]);
     assert_eq!(status, 200, "{body}");
     let stats = json(&body);
     assert_eq!(u(&stats, &["epoch"]), 0, "{stats:#}");
     assert_eq!(u(&stats, &["packets_in"]), n, "{stats:#}");
     assert_eq!(u(&stats, &["packets_out"]), 2 * n, "{stats:#}");
     assert_eq!(u(&stats, &["workers"]), 1, "{stats:#}");
-    let (status, metrics) = curl(&node, &[&format!("{API}/metrics")]);
+    let (status, metrics) = node.curl(&[&format!("{API}/metrics")]);
     assert_eq!(status, 200);
     for line in [
         format!("\nmtnode_packets_in_total {N}\n"),
@@ -227,24 +217,10 @@ fn pim_branch_on_dpdk_af_packet_with_live_api() {
     }
 
     // 3. A new node ID and a pruned branch, in one change, while the node runs.
-    let auth = format!("Authorization: Bearer {TOKEN}");
     let patch = format!(
         r#"{{"node":{{"node_id":{NODE_ID_PATCHED}}},"mroute":[{{"source":"{SOURCE}","group":"{GROUP}","iif":"in","oil":["b1"]}}]}}"#
     );
-    let (status, reply) = curl(
-        &node,
-        &[
-            "-X",
-            "PATCH",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &patch,
-            &format!("{API}/v1/config"),
-        ],
-    );
+    let (status, reply) = node.curl_patch(&format!("{API}/v1/config"), Some(TOKEN), &patch);
     assert_eq!(status, 200, "{reply}");
     let reply = json(&reply);
     assert_eq!(
@@ -253,19 +229,10 @@ fn pim_branch_on_dpdk_af_packet_with_live_api() {
         "{reply:#}"
     );
     // What a DPDK node takes only at restart is refused, and changes nothing.
-    let (status, reply) = curl(
-        &node,
-        &[
-            "-X",
-            "PATCH",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            r#"{"dpdk":{"batch_size":64}}"#,
-            &format!("{API}/v1/config"),
-        ],
+    let (status, reply) = node.curl_patch(
+        &format!("{API}/v1/config"),
+        Some(TOKEN),
+        r#"{"dpdk":{"batch_size":64}}"#,
     );
     assert_eq!(status, 409, "{reply}");
     assert!(reply.contains("dpdk"), "{reply}");

@@ -788,6 +788,28 @@ pub mod netns {
                 .with_context(|| format!("in {} ({})", self.name, self.role))
         }
 
+        /// curl (an HTTP client independent of ours) inside the namespace, 5 s at most: the
+        /// status (0 when there was no answer) and the body.
+        pub fn curl(&self, args: &[&str]) -> (u16, String) {
+            let mut all = vec!["curl", "-s", "--max-time", "5", "-w", "\n%{http_code}"];
+            all.extend_from_slice(args);
+            let out = self.exec(&all);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+            (code.trim().parse().unwrap_or(0), body.to_string())
+        }
+
+        /// `PATCH url` with a JSON `body`, with `token` as the bearer token when given.
+        pub fn curl_patch(&self, url: &str, token: Option<&str>, body: &str) -> (u16, String) {
+            let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+            let mut args = vec!["-X", "PATCH", "-H", "Content-Type: application/json"];
+            if let Some(a) = &auth {
+                args.extend(["-H", a.as_str()]);
+            }
+            args.extend(["-d", body, url]);
+            self.curl(&args)
+        }
+
         /// Runs `args` inside the namespace; panics with the command and its stderr on failure.
         pub fn exec<I, S>(&self, args: I) -> Output
         where

@@ -18,7 +18,7 @@ use std::time::Duration;
 use mtnode_dataplane::ioam::{find_trace, Hops};
 use mtnode_dataplane::wire::IoamTrace;
 use mtnode_tests::frames::{ioam_prealloc_options, parse_ipv6, Udp6};
-use mtnode_tests::netns::{capture, inject_pps, line, require_root, Line, LiveNode, Netns};
+use mtnode_tests::netns::{capture, inject_pps, line, require_root, Line, LiveNode};
 use mtnode_tests::pcapio::write_pcap;
 use serde_json::Value;
 
@@ -71,16 +71,6 @@ token_file = "{}"
     )
 }
 
-/// curl in the node's namespace: (HTTP status, body).
-fn curl(node: &Netns, args: &[&str]) -> (u16, String) {
-    let mut all = vec!["curl", "-s", "--max-time", "5", "-w", "\n%{http_code}"];
-    all.extend_from_slice(args);
-    let out = node.exec(&all);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -110,7 +100,7 @@ fn live_node_id_changes_over_the_api_lose_nothing() {
     write_pcap(&input, &sent).unwrap();
 
     let live = LiveNode::start(&node, Path::new(env!("CARGO_BIN_EXE_mtnode-cli")), &conf);
-    let (status, body) = curl(&node, &[&format!("{API}/v1/config")]);
+    let (status, body) = node.curl(&[&format!("{API}/v1/config")]);
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["config"]["node"]["node_id"], 1000);
 
@@ -122,26 +112,12 @@ fn live_node_id_changes_over_the_api_lose_nothing() {
         Duration::from_secs(30),
     );
     // epoch k runs node ID 1000 + k.
-    let auth = format!("Authorization: Bearer {TOKEN}");
     std::thread::scope(|s| {
         let sender = s.spawn(|| inject_pps(&gen, "g0", &input, PPS));
         std::thread::sleep(Duration::from_millis(100));
         for k in 1..=CHANGES {
             let body = format!(r#"{{"node":{{"node_id":{}}}}}"#, 1000 + k);
-            let (status, reply) = curl(
-                &node,
-                &[
-                    "-X",
-                    "PATCH",
-                    "-H",
-                    &auth,
-                    "-H",
-                    "Content-Type: application/json",
-                    "-d",
-                    &body,
-                    &format!("{API}/v1/config"),
-                ],
-            );
+            let (status, reply) = node.curl_patch(&format!("{API}/v1/config"), Some(TOKEN), &body);
             assert_eq!(status, 200, "change {k}: {reply}");
             let reply = json(&reply);
             assert_eq!(
@@ -155,13 +131,13 @@ fn live_node_id_changes_over_the_api_lose_nothing() {
     let frames = cap.finish_frames();
 
     // Live stats and metrics before the node stops.
-    let (status, body) = curl(&node, &[&format!("{API}/v1/stats")]);
+    let (status, body) = node.curl(&[&format!("{API}/v1/stats")]);
     assert_eq!(status, 200, "{body}");
     let stats = json(&body);
     assert_eq!(stats["epoch"], CHANGES);
     assert_eq!(stats["packets_in"], N as u64, "{stats:#}");
     assert_eq!(stats["workers"], 1);
-    let (status, metrics) = curl(&node, &[&format!("{API}/metrics")]);
+    let (status, metrics) = node.curl(&[&format!("{API}/metrics")]);
     assert_eq!(status, 200);
     assert!(
         metrics.contains(&format!("\nmtnode_packets_in_total {N}\n")),
@@ -172,18 +148,7 @@ fn live_node_id_changes_over_the_api_lose_nothing() {
         "{metrics}"
     );
     // A change without the token is refused and changes nothing.
-    let (status, _) = curl(
-        &node,
-        &[
-            "-X",
-            "PATCH",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            "{}",
-            &format!("{API}/v1/config"),
-        ],
-    );
+    let (status, _) = node.curl_patch(&format!("{API}/v1/config"), None, "{}");
     assert_eq!(status, 401);
 
     let (final_stats, log) = live.stop();

@@ -86,6 +86,27 @@ struct Expect {
     dst_mac: [u8; 6],
 }
 
+impl Expect {
+    /// Unicast: each router writes its ingress and egress interface IDs.
+    fn unicast() -> Expect {
+        Expect {
+            r1_if: (Chain::R1_IN_ID.into(), Chain::R1_OUT_ID.into()),
+            r2_if: (Chain::R2_IN_ID.into(), Chain::R2_OUT_ID.into()),
+            dst_mac: DST_MAC,
+        }
+    }
+
+    /// Multicast: the kernel fills its slot at ingress, before the route lookup, so its egress
+    /// ID is the ingress interface's.
+    fn multicast() -> Expect {
+        Expect {
+            r1_if: (Chain::R1_IN_ID.into(), Chain::R1_IN_ID.into()),
+            r2_if: (Chain::R2_IN_ID.into(), Chain::R2_IN_ID.into()),
+            dst_mac: multicast_mac(Chain::MCAST_GROUP),
+        }
+    }
+}
+
 fn run(chain: &Chain, fixture_name: &str, expect: &Expect) {
     let input = fixture(fixture_name);
     let originals = read_pcap(&input).unwrap();
@@ -307,15 +328,7 @@ fn unicast_mtnode_encap_kernel_transit_mtnode_decap() {
         return;
     }
     let chain = Chain::new();
-    run(
-        &chain,
-        "ipv6-unicast.pcap",
-        &Expect {
-            r1_if: (Chain::R1_IN_ID.into(), Chain::R1_OUT_ID.into()),
-            r2_if: (Chain::R2_IN_ID.into(), Chain::R2_OUT_ID.into()),
-            dst_mac: DST_MAC,
-        },
-    );
+    run(&chain, "ipv6-unicast.pcap", &Expect::unicast());
 }
 
 /// For multicast the kernel fills its slot at ingress, before the route lookup: egress ID =
@@ -328,15 +341,7 @@ fn multicast_mtnode_encap_kernel_transit_mtnode_decap() {
         return;
     }
     let chain = Chain::with_multicast();
-    run(
-        &chain,
-        "ipv6-mcast-ssm.pcap",
-        &Expect {
-            r1_if: (Chain::R1_IN_ID.into(), Chain::R1_IN_ID.into()),
-            r2_if: (Chain::R2_IN_ID.into(), Chain::R2_IN_ID.into()),
-            dst_mac: multicast_mac(Chain::MCAST_GROUP),
-        },
-    );
+    run(&chain, "ipv6-mcast-ssm.pcap", &Expect::multicast());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,15 +555,7 @@ fn unicast_live_mtnode_at_both_ends() {
         return;
     }
     let chain = Chain::new();
-    run_live(
-        &chain,
-        "ipv6-unicast.pcap",
-        &Expect {
-            r1_if: (Chain::R1_IN_ID.into(), Chain::R1_OUT_ID.into()),
-            r2_if: (Chain::R2_IN_ID.into(), Chain::R2_OUT_ID.into()),
-            dst_mac: DST_MAC,
-        },
-    );
+    run_live(&chain, "ipv6-unicast.pcap", &Expect::unicast());
 }
 
 #[test]
@@ -569,13 +566,5 @@ fn multicast_live_mtnode_at_both_ends() {
         return;
     }
     let chain = Chain::with_multicast();
-    run_live(
-        &chain,
-        "ipv6-mcast-ssm.pcap",
-        &Expect {
-            r1_if: (Chain::R1_IN_ID.into(), Chain::R1_IN_ID.into()),
-            r2_if: (Chain::R2_IN_ID.into(), Chain::R2_IN_ID.into()),
-            dst_mac: multicast_mac(Chain::MCAST_GROUP),
-        },
-    );
+    run_live(&chain, "ipv6-mcast-ssm.pcap", &Expect::multicast());
 }

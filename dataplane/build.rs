@@ -20,6 +20,7 @@ mod dpdk {
     const FUNCTIONS: &[&str] = &[
         "rte_eal_init",
         "rte_eal_cleanup",
+        "rte_eal_get_runtime_dir",
         "rte_strerror",
         "rte_socket_id",
         "rte_thread_register",

@@ -89,7 +89,7 @@ hops = {HOPS}
 dst = "ff00::/8"
 
 [dpdk]
-eal_args = ["-l", "0", "--no-huge", "--no-pci", "--no-shconf", "-m", "256",
+eal_args = ["-l", "0", "--no-huge", "--no-pci", "--no-shconf", "--no-telemetry", "-m", "256",
             "--file-prefix", "{prefix}", "--log-level", "lib.eal:error",
             "--vdev", "net_af_packet0,iface=n_in",
             "--vdev", "net_af_packet1,iface=n_b1",

@@ -52,7 +52,7 @@ fn config(backend: &Backend) -> String {
             "backend = \"dpdk\"\ndpdk_port = \"net_af_packet0\"".to_owned(),
             "backend = \"dpdk\"\ndpdk_port = \"net_af_packet1\"".to_owned(),
             format!(
-                "[dpdk]\neal_args = [\"-l\", \"0\", \"--no-huge\", \"--no-pci\", \"--no-shconf\", \
+                "[dpdk]\neal_args = [\"-l\", \"0\", \"--no-huge\", \"--no-pci\", \"--no-shconf\", \"--no-telemetry\", \
                  \"-m\", \"128\", \"--file-prefix\", \"{prefix}\", \"--log-level\", \
                  \"lib.eal:error\", \"--vdev\", \"net_af_packet0,iface=n_in\", \"--vdev\", \
                  \"net_af_packet1,iface=n_out\"]\nmbufs = 4095\nbatch_size = 32\nidle_sleep_us = 20\n",

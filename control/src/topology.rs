@@ -448,6 +448,7 @@ impl Topology {
                     "--no-huge",
                     "--no-pci",
                     "--no-shconf",
+                    "--no-telemetry",
                     "-m",
                     "128",
                     "--log-level",

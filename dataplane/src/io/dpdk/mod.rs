@@ -225,10 +225,21 @@ impl Eal {
 
 impl Drop for Eal {
     fn drop(&mut self) {
+        // SAFETY: the EAL is initialised; the returned string is its own, valid until cleanup,
+        // and copied out before.
+        let runtime_dir = unsafe {
+            let p = sys::rte_eal_get_runtime_dir();
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        };
         // SAFETY: ports and pools borrow the Eal and are dropped; no worker thread is left
         // (they borrow it too), so nothing uses DPDK any more.
         unsafe {
             sys::rte_eal_cleanup();
+        }
+        // The EAL leaves its runtime directory (/var/run/dpdk/<file prefix>) behind, empty
+        // under --no-shconf; one per run would pile up. Only an empty one is removed.
+        if let Some(dir) = runtime_dir {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }

@@ -548,13 +548,7 @@ pub mod netns {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{test} needs root and CI=true: CI never skips the netns tests");
         }
-        // Straight to the stderr handle: libtest captures eprintln!, and a skip must be seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n**********************************************\n\
-             SKIPPED (needs root): {test}\n\
-             **********************************************\n"
-        );
+        say_skipped("needs root", test);
         false
     }
 
@@ -567,14 +561,21 @@ pub mod netns {
             return true;
         }
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n**********************************************\n\
-             SKIPPED (kernel {} has no IPv6 multicast routing, CONFIG_IPV6_MROUTE): {test}\n\
-             **********************************************\n",
+        let why = format!(
+            "kernel {} has no IPv6 multicast routing, CONFIG_IPV6_MROUTE",
             release.trim()
         );
+        say_skipped(&why, test);
         false
+    }
+
+    /// `SKIPPED (why): test` in a banner, straight to the stderr handle (libtest captures
+    /// eprintln!, and a skip must be seen) in one write, so that parallel tests' output cannot
+    /// split the line `scripts/test` counts.
+    fn say_skipped(why: &str, test: &str) {
+        let banner = "**********************************************";
+        let text = format!("\n{banner}\nSKIPPED ({why}): {test}\n{banner}\n");
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
 
     fn describe(cmd: &Command) -> String {

@@ -438,38 +438,33 @@ struct NodeView<'a> {
 
 impl<'a> NodeView<'a> {
     fn of(s: &'a Value) -> Self {
-        let port = |p: &'a Value| {
-            (
-                p["port"].as_str().unwrap_or(""),
-                u(&p["tx_packets"]),
-                u(&p["tx_bytes"]),
-            )
-        };
-        let d = &s["dpdk"];
-        if d.is_object() {
-            NodeView {
-                ports: d["ports"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(port)
-                    .collect(),
-                latency: &d["latency_ns"],
-                leaked: u(&d["mbufs_held_at_exit"]),
-                mode: "dpdk".into(),
-            }
-        } else {
-            NodeView {
-                ports: s["ports"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(port)
-                    .collect(),
-                latency: &s["latency_ns"],
-                leaked: u(&s["umem"]["leaked"]),
-                mode: s["workers"][0]["mode"].as_str().unwrap_or("?").into(),
-            }
+        // A DPDK node reports its devices and latency under `dpdk`; an AF_XDP node at the top.
+        let dpdk = s["dpdk"].is_object();
+        let at = if dpdk { &s["dpdk"] } else { s };
+        NodeView {
+            ports: at["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    (
+                        p["port"].as_str().unwrap_or(""),
+                        u(&p["tx_packets"]),
+                        u(&p["tx_bytes"]),
+                    )
+                })
+                .collect(),
+            latency: &at["latency_ns"],
+            leaked: if dpdk {
+                u(&at["mbufs_held_at_exit"])
+            } else {
+                u(&s["umem"]["leaked"])
+            },
+            mode: if dpdk {
+                "dpdk".into()
+            } else {
+                s["workers"][0]["mode"].as_str().unwrap_or("?").into()
+            },
         }
     }
 }

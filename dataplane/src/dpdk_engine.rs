@@ -578,11 +578,13 @@ impl<'p> Worker<'_, 'p> {
                             .saturating_record_n(now.saturating_sub(prev.0).max(1), prev.1);
                         prev.1 = 0;
                     }
-                    let node_id = lane.pipeline.config().node_id;
-                    let queued = lane
-                        .queues
-                        .drain(node_id, now, &mut lane.io, &mut stats.latency);
                     if n == 0 {
+                        // Nothing new: send what the shapers let go now ([`Lane::process`]
+                        // does the same after a batch's own frames).
+                        let node_id = lane.pipeline.config().node_id;
+                        let queued =
+                            lane.queues
+                                .drain(node_id, now, &mut lane.io, &mut stats.latency);
                         lane.io.flush();
                         stats.idle_polls += 1;
                         idle_run = idle_run.saturating_add(1);

@@ -14,6 +14,9 @@ use hdrhistogram::Histogram;
 
 use crate::aqm::{EgressQueue, QueueStats};
 use crate::frame::Frame;
+use crate::io::afxdp::{UmemBuf, XskSet};
+#[cfg(feature = "dpdk")]
+use crate::io::dpdk::{Mbuf, QueueIo};
 use crate::ioam::{patch_egress, EgressFacts};
 use crate::pipeline::NodeConfig;
 
@@ -28,30 +31,30 @@ pub trait Tx<B> {
     fn in_use(&self) -> u32;
 }
 
-impl Tx<crate::io::afxdp::UmemBuf> for crate::io::afxdp::XskSet {
+impl Tx<UmemBuf> for XskSet {
     #[inline]
-    fn send(&mut self, port: u16, frame: Frame<crate::io::afxdp::UmemBuf>) -> bool {
-        crate::io::afxdp::XskSet::send(self, port, frame)
+    fn send(&mut self, port: u16, frame: Frame<UmemBuf>) -> bool {
+        XskSet::send(self, port, frame)
     }
 
-    fn free(&mut self, buf: crate::io::afxdp::UmemBuf) {
-        crate::io::afxdp::XskSet::free(self, buf);
+    fn free(&mut self, buf: UmemBuf) {
+        XskSet::free(self, buf);
     }
 
     fn in_use(&self) -> u32 {
-        crate::io::afxdp::XskSet::in_use(self) as u32
+        XskSet::in_use(self) as u32
     }
 }
 
 #[cfg(feature = "dpdk")]
-impl<'p> Tx<crate::io::dpdk::Mbuf<'p>> for crate::io::dpdk::QueueIo<'p> {
+impl<'p> Tx<Mbuf<'p>> for QueueIo<'p> {
     #[inline]
-    fn send(&mut self, port: u16, frame: Frame<crate::io::dpdk::Mbuf<'p>>) -> bool {
-        crate::io::dpdk::QueueIo::send(self, port, frame)
+    fn send(&mut self, port: u16, frame: Frame<Mbuf<'p>>) -> bool {
+        QueueIo::send(self, port, frame)
     }
 
-    fn free(&mut self, buf: crate::io::dpdk::Mbuf<'p>) {
-        crate::io::dpdk::QueueIo::free(self, buf);
+    fn free(&mut self, buf: Mbuf<'p>) {
+        QueueIo::free(self, buf);
     }
 
     fn in_use(&self) -> u32 {
@@ -85,9 +88,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Egress<B> {
                 (Some(qc), Some(q)) => qc.apply_to(q, now),
                 (Some(qc), None) => *slot = Some(qc.build(now, i as u64 + 1)),
                 (None, Some(q)) => {
-                    for e in q.drain() {
-                        tx.send(i as u16, e.frame);
-                    }
+                    send_all(i as u16, q, tx);
                     *slot = None;
                 }
                 (None, None) => {}
@@ -146,9 +147,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Egress<B> {
     /// Send everything queued now, unshaped (a finite input's end: nothing more will come).
     pub fn flush_all<T: Tx<B>>(&mut self, tx: &mut T) {
         for (port, q) in self.queues.iter_mut().enumerate() {
-            let Some(q) = q else { continue };
-            for e in q.drain() {
-                tx.send(port as u16, e.frame);
+            if let Some(q) = q {
+                send_all(port as u16, q, tx);
             }
         }
     }
@@ -168,6 +168,13 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Egress<B> {
             .iter()
             .map(|q| q.as_ref().map(EgressQueue::stats).unwrap_or_default())
             .collect()
+    }
+}
+
+/// Send everything `q` holds on `port`, unshaped.
+fn send_all<B: AsRef<[u8]> + AsMut<[u8]>, T: Tx<B>>(port: u16, q: &mut EgressQueue<B>, tx: &mut T) {
+    for e in q.drain() {
+        tx.send(port, e.frame);
     }
 }
 

@@ -555,9 +555,11 @@ impl WorkerCtx {
             }
 
             let node_id = pipeline.config().node_id;
-            let queued = queues.drain(node_id, now, &mut set, &mut hist);
-            set.flush();
             if n == 0 {
+                // Nothing new: send what the shapers let go now, reclaim and refill. A batch
+                // does the same after its own frames (below), once.
+                let queued = queues.drain(node_id, now, &mut set, &mut hist);
+                set.flush();
                 idle_polls += 1;
                 idle_run = idle_run.saturating_add(1);
                 if !sleep.is_zero() && idle_run > IDLE_POLLS_BEFORE_SLEEP && queued == 0 {
